@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from transformers import get_scheduler
 
 from lmforge.data.sampling import make_batches, shard_batches
@@ -222,8 +223,7 @@ class Engine:
                     seed = _seed_for(cfg.seed, state.epoch, index,
                                      self.accelerator.process_index)
                     batch = self._collate(self.train_dataset, batches[index], seed)
-                    window_tokens += int(batch["attention_mask"].sum()) \
-                        if "attention_mask" in batch else batch["input_ids"].numel()
+                    window_tokens += count_tokens(batch)
                     step_loss += float(self._micro_step(batch, sync=j == cfg.grad_accum - 1))
                 if cfg.max_grad_norm > 0:
                     self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -332,6 +332,15 @@ class Engine:
         return int(self.accelerator.reduce(tensor, reduction="sum").item())
 
 
+def count_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Real (non-padding) tokens in a batch; examples when the batch has no token ids."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    if "input_ids" in batch:
+        return batch["input_ids"].numel()
+    return len(next(iter(batch.values())))
+
+
 def collate(dataset: Any, indices: list[int], collator: Collator, seed: int,
             device: torch.device) -> dict[str, torch.Tensor]:
     """Read rows ``indices`` (one Arrow read) and build a batch with a seeded generator."""
@@ -344,7 +353,8 @@ def collate(dataset: Any, indices: list[int], collator: Collator, seed: int,
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, dataset: Any, collator: Collator,
                    accelerator: Accelerator, *, batch_size: int, max_batches: int | None = None,
-                   reducer: EvalReducer = default_eval_reducer, seed: int = 1234) -> dict[str, float]:
+                   reducer: EvalReducer = default_eval_reducer,
+                   seed: int = 1234) -> dict[str, float]:
     """Evaluate ``model`` on ``dataset`` with fixed (seeded) masks; shards across processes.
 
     Args:
@@ -384,9 +394,11 @@ def evaluate_model(model: torch.nn.Module, dataset: Any, collator: Collator,
             if key.startswith("count_"):
                 sums[key] = sums.get(key, 0.0) + float(value)
     if world > 1:
-        keys = sorted(sums)
-        tensor = torch.tensor([sums[k] for k in keys], dtype=torch.float64,
-                              device=accelerator.device)
-        sums = dict(zip(keys, accelerator.reduce(tensor, reduction="sum").tolist(), strict=True))
+        # A rank may have had no batch (and so no count_* keys): merge dicts, not tensors.
+        merged: dict[str, float] = {}
+        for part in gather_object([sums]):
+            for key, value in part.items():
+                merged[key] = merged.get(key, 0.0) + value
+        sums = merged
     model.train(was_training)
     return reducer(sums)

@@ -107,7 +107,8 @@ def preset_config(family: str, size: str, vocab_size: int, max_positions: int,
         raise ConfigError(f"unknown model family {family!r}; use bert, gpt2 or llama")
     for key, value in (overrides or {}).items():
         if not hasattr(config, key):
-            raise ConfigError(f"model.overrides key {key!r} is not a field of {type(config).__name__}")
+            raise ConfigError(f"model.overrides key {key!r} is not a field of "
+                              f"{type(config).__name__}")
         setattr(config, key, value)
     config._attn_implementation = attn_implementation
     return config

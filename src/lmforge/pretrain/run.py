@@ -91,6 +91,15 @@ def _shared_run_dir(job: PretrainJob, resume: bool, accelerator: Accelerator) ->
     return Path(holder[0])
 
 
+def rank_checksums(model: torch.nn.Module, accelerator: Accelerator) -> list[float]:
+    """A weight checksum from every process: after DDP training they must all be equal."""
+    with torch.no_grad():
+        value = sum(float(p.double().sum() + p.double().abs().sum() * (i + 1))
+                    for i, p in enumerate(model.parameters()))
+    tensor = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
+    return [round(v, 6) for v in accelerator.gather(tensor).tolist()]
+
+
 def run_pretrain(job: PretrainJob, resume: bool = False) -> dict[str, Any]:
     """Pretrain (from scratch or continued) and save the model to ``<run>/model``.
 
@@ -133,6 +142,7 @@ def run_pretrain(job: PretrainJob, resume: bool = False) -> dict[str, Any]:
     finally:
         loggers.close()
     final = result.metrics or (engine.evaluate() if eval_ds is not None else {})
+    checksums = rank_checksums(loaded.model, accelerator)
     summary = {
         "command": "pretrain",
         "objective": obj.name if task != "mlm+sentence" else f"mlm+{obj.sentence_task}",
@@ -143,6 +153,8 @@ def run_pretrain(job: PretrainJob, resume: bool = False) -> dict[str, Any]:
         "trainable_parameters": trainable,
         "precision": precision,
         "processes": accelerator.num_processes,
+        "rank_checksums": checksums,
+        "ranks_in_sync": len(set(checksums)) == 1,
         "train_examples": len(train_ds),
         "tokens_per_example": job.data.max_length,
         "steps": result.state.global_step,

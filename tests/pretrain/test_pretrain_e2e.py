@@ -1,0 +1,133 @@
+"""End-to-end `lmforge pretrain` / `evaluate` runs on tiny fixtures (a few seconds each)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForPreTraining,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+)
+
+from lmforge.cli import main
+from tests.conftest import TINY_TRAIN
+
+
+def _pretrain(run: Path, *overrides: str) -> dict:
+    assert main(["pretrain", f"--output-dir={run}", *TINY_TRAIN,
+                 f"data.cache_dir={run.parent / 'cache'}", *overrides]) == 0
+    return json.loads((run / "summary.json").read_text())
+
+
+def test_mlm_from_scratch_writes_run_dir_and_learns(tmp_path: Path, corpus_file: Path,
+                                                    wordpiece_dir: Path) -> None:
+    run = tmp_path / "mlm"
+    summary = _pretrain(run, f"data.path={corpus_file}", f"model.tokenizer={wordpiece_dir}",
+                        "train.max_steps=30")
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "model", "tb"):
+        assert (run / name).exists(), name
+    assert summary["steps"] == 30
+    assert summary["final_eval"]["eval_loss"] < summary["initial_eval"]["eval_loss"] - 1.0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train_loss" in r] == list(range(1, 31))
+    # The saved model is a plain transformers checkpoint (safetensors) with its tokenizer.
+    assert (run / "model" / "model.safetensors").is_file()
+    model = AutoModelForMaskedLM.from_pretrained(run / "model")
+    tok = AutoTokenizer.from_pretrained(run / "model")
+    batch = tok(["the cat sees the [MASK] ."], return_tensors="pt")
+    assert model(**batch).logits.shape[-1] == len(tok)
+
+    # `lmforge evaluate` with the training's batch size reproduces the final evaluation.
+    assert main(["evaluate", f"run={run}", "batch_size=8", "max_batches=2"]) == 0
+    evaluated = json.loads((run / "eval-validation" / "summary.json").read_text())
+    assert evaluated["eval_loss"] == pytest.approx(summary["final_eval"]["eval_loss"], rel=1e-4)
+    assert 0.0 <= evaluated["eval_token_accuracy"] <= 1.0
+
+
+def test_whole_word_masking_run(tmp_path: Path, corpus_file: Path, wordpiece_dir: Path) -> None:
+    summary = _pretrain(tmp_path / "wwm", f"data.path={corpus_file}",
+                        f"model.tokenizer={wordpiece_dir}", "objective.whole_word_mask=true",
+                        "train.max_steps=6")
+    assert summary["whole_word_mask"] is True and summary["steps"] == 6
+
+
+def test_chinese_whole_word_masking_with_jieba(tmp_path: Path, zh_corpus_file: Path,
+                                               wordpiece_dir: Path) -> None:
+    summary = _pretrain(tmp_path / "zh", f"data.path={zh_corpus_file}",
+                        f"model.tokenizer={wordpiece_dir}", "objective.whole_word_mask=true",
+                        "objective.chinese_word_segmenter=jieba", "train.max_steps=4")
+    assert summary["final_eval"]["eval_tokens"] > 0
+
+
+@pytest.mark.parametrize("task", ["nsp", "sop"])
+def test_sentence_tasks(tmp_path: Path, corpus_file: Path, wordpiece_dir: Path,
+                        task: str) -> None:
+    run = tmp_path / task
+    summary = _pretrain(run, f"data.path={corpus_file}", f"model.tokenizer={wordpiece_dir}",
+                        f"objective.sentence_task={task}", "train.max_steps=6")
+    assert summary["objective"] == f"mlm+{task}"
+    assert 0.0 <= summary["final_eval"]["eval_sentence_accuracy"] <= 1.0
+    model = AutoModelForPreTraining.from_pretrained(run / "model")
+    assert model.cls.seq_relationship.out_features == 2
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_causal_lm(tmp_path: Path, corpus_file: Path, bpe_dir: Path, family: str) -> None:
+    run = tmp_path / family
+    summary = _pretrain(run, f"data.path={corpus_file}", f"model.tokenizer={bpe_dir}",
+                        "objective.name=clm", f"model.family={family}", "train.max_steps=20")
+    assert summary["final_eval"]["eval_loss"] < summary["initial_eval"]["eval_loss"]
+    model = AutoModelForCausalLM.from_pretrained(run / "model")
+    tok = AutoTokenizer.from_pretrained(run / "model")
+    out = model.generate(**tok(["The cat"], return_tensors="pt"), max_new_tokens=3,
+                         do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > 2
+
+
+def test_continued_pretraining_creates_missing_head(tmp_path: Path, corpus_file: Path,
+                                                    wordpiece_dir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # An encoder checkpoint without an MLM head (like the MiniLM sentence encoder).
+    base = tmp_path / "encoder"
+    tok = AutoTokenizer.from_pretrained(wordpiece_dir)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(base)
+    tok.save_pretrained(base)
+    summary = _pretrain(tmp_path / "dapt", f"data.path={corpus_file}",
+                        f"model.pretrained={base}", "train.max_steps=4")
+    assert summary["new_head"] is True
+    assert "had no mlm head; a new one was created" in capsys.readouterr().out
+    # Continuing from an lmforge run directory finds its model/ folder and keeps its head.
+    again = _pretrain(tmp_path / "dapt2", f"data.path={corpus_file}",
+                      f"model.pretrained={tmp_path / 'dapt'}", "train.max_steps=2")
+    assert again["new_head"] is False
+
+
+def test_mismatched_family_and_objective_is_a_config_error(
+        tmp_path: Path, corpus_file: Path, wordpiece_dir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["pretrain", f"--output-dir={tmp_path / 'x'}", *TINY_TRAIN,
+                 f"data.path={corpus_file}", f"model.tokenizer={wordpiece_dir}",
+                 "objective.name=clm", "model.family=bert", f"data.cache_dir={tmp_path}/c"])
+    assert code == 2
+    assert "bert is an encoder" in capsys.readouterr().err
+
+
+def test_missing_text_column_is_a_data_error(tmp_path: Path, wordpiece_dir: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "d.csv"
+    csv.write_text("sentence,label\nhello there,1\nsee you,0\n" * 20)
+    code = main(["pretrain", f"--output-dir={tmp_path / 'x'}", *TINY_TRAIN,
+                 f"data.path={csv}", f"model.tokenizer={wordpiece_dir}",
+                 f"data.cache_dir={tmp_path}/c"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "text" in err and "sentence" in err

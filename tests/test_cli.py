@@ -1,0 +1,70 @@
+"""The CLI: version, generated help, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmforge import __version__
+from lmforge.cli import main
+from lmforge.config import iter_options
+from lmforge.settings import PretrainJob
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_help_lists_every_option_with_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    out = capsys.readouterr().out
+    for key, default, _ in iter_options(PretrainJob):
+        assert f"{key} = {default!r}" in out
+
+
+def test_tokenizer_train_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["tokenizer", "train", "--help"])
+    assert "tokenizer.kind = 'wordpiece'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["pretrain", "train.lrr=1"], "did you mean 'train.lr'"),
+    (["pretrain", "data.path=/nonexistent/x.txt", "model.tokenizer=/nonexistent/tok"],
+     "does not exist"),
+    (["pretrain", "-c", "/nonexistent.yaml"], "not found"),
+    (["evaluate"], "set run=RUN_DIR"),
+    (["pretrain", "--resume"], "--resume needs the run"),
+])
+def test_errors_are_one_line_exit_2(args: list[str], message: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "lmforge", "tokenizer", "train",
+                           f"data.path={empty}", f"--output-dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "empty" in proc.stderr.splitlines()[-1]
+
+
+def test_debug_shows_traceback() -> None:
+    from lmforge.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        main(["pretrain", "train.lrr=1", "--debug"])
