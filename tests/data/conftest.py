@@ -25,34 +25,14 @@ from tokenizers import (  # noqa: E402
 from transformers import PreTrainedTokenizerFast  # noqa: E402
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# fmt: off
 WORDS = [
-    "the",
-    "a",
-    "cat",
-    "dog",
-    "sat",
-    "ran",
-    "on",
-    "under",
-    "mat",
-    "table",
-    "quickly",
-    "slowly",
-    "unbelievable",
-    "tokenization",
-    "international",
-    "understanding",
-    "reconsider",
-    "transformers",
-    "preprocessing",
-    "happily",
-    "running",
-    "jumped",
-    "wonderful",
-    "beautiful",
-    "extraordinary",
-    "misunderstanding",
+    "the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "table", "quickly", "slowly",
+    "unbelievable", "tokenization", "international", "understanding", "reconsider",
+    "transformers", "preprocessing", "happily", "running", "jumped", "wonderful", "beautiful",
+    "extraordinary", "misunderstanding",
 ]
+# fmt: on
 CHINESE = [
     "我们喜欢自然语言处理",
     "今天天气很好",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +192,40 @@ def test_cache_skips_second_tokenization(
     # A different option is a different key: it must tokenize (and so hit the patched call).
     with pytest.raises(AssertionError, match="cache should hit"):
         prepare_lm_dataset(ds, tok, objective="mlm", max_length=24, cache_dir=tmp_path)
+
+
+_NUM_PROC_SCRIPT = """
+import sys
+import datasets
+from transformers import PreTrainedTokenizerFast
+from lmforge.data import prepare_lm_dataset
+
+datasets.disable_progress_bars()
+tok = PreTrainedTokenizerFast.from_pretrained(sys.argv[1])
+ds = datasets.Dataset.from_dict({"text": [sys.argv[2]] * 40})
+out = prepare_lm_dataset(
+    ds, tok, objective="mlm", max_length=32, chinese_word_segmenter="jieba",
+    num_proc=2, cache_dir=sys.argv[3],
+)
+assert out.num_rows > 0 and 0 in out[0]["word_start"]
+print("ok")
+"""
+
+
+def test_num_proc_with_jieba(wordpiece_tokenizer: Any, tmp_path: Path) -> None:
+    """map(num_proc=2) with jieba finishes (a pickled jieba lock once deadlocked workers)."""
+    wordpiece_tokenizer.save_pretrained(tmp_path / "tok")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env["HF_DATASETS_CACHE"] = str(tmp_path / "hf")
+    args = [sys.executable, "-c", _NUM_PROC_SCRIPT, str(tmp_path / "tok"), CHINESE[0]]
+    proc = subprocess.Popen(
+        [*args, str(tmp_path / "cache")], env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the pool workers too
+        proc.communicate()
+        pytest.fail("prepare_lm_dataset(num_proc=2) hung")
+    assert proc.returncode == 0 and out.strip().endswith("ok"), out[-2000:]

@@ -14,23 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from lmforge.errors import ConfigError
+from lmforge.tokenizer.cjk import is_cjk_char
 
 SEGMENTERS = (None, "jieba")
-
-
-def is_cjk_char(ch: str) -> bool:
-    """True for CJK ideographs (the ranges BERT's tokenizer isolates as single characters)."""
-    cp = ord(ch)
-    return (
-        0x4E00 <= cp <= 0x9FFF
-        or 0x3400 <= cp <= 0x4DBF
-        or 0x20000 <= cp <= 0x2A6DF
-        or 0x2A700 <= cp <= 0x2B73F
-        or 0x2B740 <= cp <= 0x2B81F
-        or 0x2B820 <= cp <= 0x2CEAF
-        or 0xF900 <= cp <= 0xFAFF
-        or 0x2F800 <= cp <= 0x2FA1F
-    )
 
 
 def _jieba_cut():
@@ -78,7 +64,8 @@ class WordEncoder:
         self.tokenizer = tokenizer
         self.segmenter = segmenter
         self.is_fast = bool(getattr(tokenizer, "is_fast", False))
-        self._cut = _jieba_cut() if segmenter == "jieba" else None
+        if segmenter == "jieba":
+            _jieba_cut()  # fail early (in the parent) if jieba is missing
 
     def __call__(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
         """Encode ``texts`` without special tokens.
@@ -86,7 +73,10 @@ class WordEncoder:
         Returns:
             ``(ids, word_start)``: per text, token ids and 0/1 flags of the same length.
         """
-        want_offsets = self.is_fast and self._cut is not None
+        # Look jieba up per call rather than storing jieba.lcut on self: dill pickles that bound
+        # method by value for map(num_proc>1), jieba's RLock included, and workers deadlock.
+        cut = _jieba_cut() if self.segmenter == "jieba" else None
+        want_offsets = self.is_fast and cut is not None
         enc = self.tokenizer(
             list(texts),
             add_special_tokens=False,
@@ -103,32 +93,34 @@ class WordEncoder:
         starts = []
         for i, text in enumerate(texts):
             offsets = enc["offset_mapping"][i] if want_offsets else None
-            starts.append(self._row_starts(enc.word_ids(i), offsets, text))
+            jieba_starts = jieba_word_starts(text, cut) if offsets is not None else None
+            starts.append(_row_starts(enc.word_ids(i), offsets, text, jieba_starts))
         return ids, starts
 
-    def _row_starts(
-        self,
-        word_ids: list[int | None],
-        offsets: list[tuple[int, int]] | None,
-        text: str,
-    ) -> list[int]:
-        jieba_starts = jieba_word_starts(text, self._cut) if offsets is not None else None
-        out: list[int] = []
-        prev_word: int | None = -1
-        prev_end = -1
-        for j, word in enumerate(word_ids):
-            if word is None:  # a special token the template added
-                out.append(1)
-                prev_word = -1
-                continue
-            start = word != prev_word
-            if jieba_starts is not None and offsets is not None:
-                s, e = offsets[j]
-                if s < len(text) and is_cjk_char(text[s]):
-                    # A byte-level BPE may split one character into several tokens: those
-                    # after the first (s < prev_end) never begin a word.
-                    start = jieba_starts[s] and s >= prev_end
-                prev_end = max(prev_end, e)
-            out.append(int(start))
-            prev_word = word
-        return out
+
+def _row_starts(
+    word_ids: list[int | None],
+    offsets: list[tuple[int, int]] | None,
+    text: str,
+    jieba_starts: list[bool] | None,
+) -> list[int]:
+    """0/1 word-start flags for one encoded text (see the module docstring)."""
+    out: list[int] = []
+    prev_word: int | None = -1
+    prev_end = -1
+    for j, word in enumerate(word_ids):
+        if word is None:  # a special token the template added
+            out.append(1)
+            prev_word = -1
+            continue
+        start = word != prev_word
+        if jieba_starts is not None and offsets is not None:
+            s, e = offsets[j]
+            if s < len(text) and is_cjk_char(text[s]):
+                # A byte-level BPE may split one character into several tokens: those
+                # after the first (s < prev_end) never begin a word.
+                start = jieba_starts[s] and s >= prev_end
+            prev_end = max(prev_end, e)
+        out.append(int(start))
+        prev_word = word
+    return out

@@ -205,9 +205,10 @@ def run_evaluate(job: EvaluateJob, resume: bool = False) -> dict[str, Any]:
     accelerator, precision = make_accelerator(job.precision)
     splits = prepare_splits(data, tokenizer, data_objective, saved.objective.whole_word_mask,
                             saved.objective.chinese_word_segmenter, saved.train.seed,
-                            accelerator, splits=("train", "validation", "test"))
+                            accelerator, splits=(job.split,))
     if job.split not in splits:
-        raise DataError(f"split {job.split!r} not found (have {sorted(splits)}); set split=")
+        raise DataError(f"split {job.split!r} not found in {data.path}; set split= to one of "
+                        "train, validation, test")
     dataset: datasets.Dataset = splits[job.split]
     loaded = build_model(saved.model, tokenizer, task)
     wrapper = accelerator.prepare(wrap_for_objective(loaded.model, saved.objective.name))
