@@ -131,3 +131,19 @@ def test_missing_text_column_is_a_data_error(tmp_path: Path, wordpiece_dir: Path
     assert code == 2
     err = capsys.readouterr().err
     assert "text" in err and "sentence" in err
+
+
+def test_tokenizer_train_command_then_unpacked_length_grouped_pretraining(
+        tmp_path: Path, corpus_file: Path) -> None:
+    tok_run = tmp_path / "tok"
+    assert main(["tokenizer", "train", f"data.path={corpus_file}", "tokenizer.kind=wordpiece",
+                 "tokenizer.vocab_size=200", "tokenizer.min_frequency=1",
+                 f"--output-dir={tok_run}"]) == 0
+    tok_summary = json.loads((tok_run / "summary.json").read_text())
+    assert tok_summary["vocab_size"] <= 200 + 40  # WordPiece may add a few ## forms
+    assert AutoTokenizer.from_pretrained(tok_run / "tokenizer").mask_token == "[MASK]"
+    # The run directory itself is accepted wherever a tokenizer is expected.
+    summary = _pretrain(tmp_path / "unpacked", f"data.path={corpus_file}",
+                        f"model.tokenizer={tok_run}", "data.packing=false",
+                        "train.group_by_length=true", "train.max_steps=3")
+    assert summary["steps"] == 3
