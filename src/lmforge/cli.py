@@ -25,7 +25,13 @@ from typing import Any
 from lmforge import __version__
 from lmforge.config import build_config, iter_options, load_yaml
 from lmforge.errors import LmforgeError
-from lmforge.settings import EvaluateJob, PretrainJob, TokenizerTrainJob
+from lmforge.settings import (
+    EvaluateJob,
+    FinetuneJob,
+    PredictJob,
+    PretrainJob,
+    TokenizerTrainJob,
+)
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,13 @@ COMMANDS: dict[str, Command] = {
                                "train a WordPiece / byte-level BPE / Unigram tokenizer"),
     "pretrain": Command(PretrainJob, "lmforge.pretrain.run:run_pretrain",
                         "self-supervised pretraining: mlm (+wwm, nsp, sop) or clm"),
+    "finetune": Command(FinetuneJob, "lmforge.finetune.run:run_finetune",
+                        "fine-tune a pretrained model on a labeled task (classification)"),
     "evaluate": Command(EvaluateJob, "lmforge.pretrain.run:run_evaluate",
-                        "perplexity and masked-token accuracy of a pretrained run"),
+                        "evaluate a run: perplexity for pretraining, full report for "
+                        "fine-tuning"),
+    "predict": Command(PredictJob, "lmforge.finetune.predict:run_predict",
+                       "predict with a fine-tuned run on a file or stdin (jsonl out)"),
 }
 
 

@@ -160,7 +160,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{full} must be a section (mapping), got {value!r}")
-            kwargs[key] = from_dict(tp, value, f"{full}.")
+            # Start from this field's own default section (a root config may give a section
+            # different defaults, e.g. a smaller learning rate for fine-tuning).
+            section_default = _field_default(fields[key])
+            base = dataclasses.asdict(section_default) if section_default is not None else {}
+            kwargs[key] = from_dict(tp, {**base, **value}, f"{full}.")
         else:
             kwargs[key] = _coerce(value, tp, full)
     try:
@@ -175,20 +179,27 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def iter_options(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, str]]:
-    """Yield ``(dotted key, default, help)`` for every leaf option of ``cls``."""
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def iter_options(cls: type, prefix: str = "",
+                 instance: Any = None) -> Iterator[tuple[str, Any, str]]:
+    """Yield ``(dotted key, default, help)`` for every leaf option of ``cls``.
+
+    Defaults come from ``instance`` when given (a section's default inside a root config).
+    """
     hints = _field_types(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        default = getattr(instance, f.name) if instance is not None else _field_default(f)
         if dataclasses.is_dataclass(tp):
-            yield from iter_options(tp, f"{prefix}{f.name}.")
+            yield from iter_options(tp, f"{prefix}{f.name}.", default)
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
         yield f"{prefix}{f.name}", default, f.metadata.get("help", "")
 
 

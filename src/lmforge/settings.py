@@ -143,9 +143,18 @@ class TrainConfig:
     metric_for_best: str = opt("eval_loss", "Metric that picks the best checkpoint.")
     greater_is_better: bool = opt(False, "Whether a larger metric_for_best is better.")
     num_threads: int | None = opt(None, "CPU threads for torch (None: torch's default).")
+    label_smoothing: float = opt(0.0, "Label smoothing for classification losses "
+                                      "(Szegedy et al. 2016).")
+    layerwise_lr_decay: float = opt(1.0, "Layer-wise LR decay: layer l of L gets "
+                                         "lr * decay^(L - l); 1.0 disables (Clark et al. 2020).")
+    early_stopping_patience: int = opt(0, "Stop after this many evaluations without "
+                                          "improvement of metric_for_best (0: off).")
 
     def __post_init__(self) -> None:
         check_choice("train.precision", self.precision, PRECISIONS)
+        check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)")
+        check(0.0 < self.layerwise_lr_decay <= 1.0, "train.layerwise_lr_decay must be in (0, 1]")
+        check(self.early_stopping_patience >= 0, "train.early_stopping_patience must be >= 0")
         check_choice("train.scheduler", self.scheduler, SCHEDULERS)
         check(self.batch_size >= 1, "train.batch_size must be >= 1")
         check(self.grad_accum >= 1, "train.grad_accum must be >= 1")
@@ -210,4 +219,53 @@ class EvaluateJob:
 
     def __post_init__(self) -> None:
         check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
+        check(self.batch_size >= 1, "batch_size must be >= 1")
+
+
+TASKS = ("classification",)
+
+
+@dataclass
+class TaskConfig:
+    """The downstream task and where its inputs and labels are."""
+
+    name: str = opt("classification", "Task: classification (more tasks follow).")
+    text_column: str = opt("text", "Column with the input text.")
+    text_pair_column: str | None = opt(None, "Second text column for sentence-pair tasks.")
+    label_column: str = opt("label", "Column with the label(s).")
+    multi_label: bool = opt(False, "Several labels per example (sigmoid, per-label thresholds).")
+    label_separator: str = opt(",", "Separator of labels in a multi-label string column.")
+    class_weights: str = opt("none", "none, or balanced (N / (C * count_c)) for imbalanced data.")
+
+    def __post_init__(self) -> None:
+        check_choice("task.name", self.name, TASKS)
+        check_choice("task.class_weights", self.class_weights, ("none", "balanced"))
+
+
+@dataclass
+class FinetuneJob:
+    """``lmforge finetune``: train a pretrained model on a labeled downstream task."""
+
+    data: DataConfig = opt(DataConfig(validation_ratio=0.1), "")
+    model: ModelConfig = opt(ModelConfig(), "")
+    task: TaskConfig = opt(TaskConfig(), "")
+    train: TrainConfig = opt(TrainConfig(lr=5e-5, epochs=3.0, warmup_ratio=0.1), "")
+    track: TrackConfig = opt(TrackConfig(), "")
+    output_dir: str | None = opt(None, "Run directory (default: runs/finetune-<time>).")
+
+
+@dataclass
+class PredictJob:
+    """``lmforge predict``: run a fine-tuned model on a file or stdin."""
+
+    run: str = opt("", "Fine-tuned run directory (or its model/ folder).")
+    input: str = opt("-", "Input: a text file (one text per line), a jsonl/csv/tsv file, or - "
+                          "for stdin.")
+    output: str = opt("-", "Where predictions go (jsonl); - for stdout.")
+    text_column: str | None = opt(None, "Text column of jsonl/csv input (default: the run's).")
+    top_k: int = opt(1, "Labels with scores to return per input (classification).")
+    batch_size: int = opt(32, "Inputs per forward pass.")
+
+    def __post_init__(self) -> None:
+        check(self.top_k >= 1, "top_k must be >= 1")
         check(self.batch_size >= 1, "batch_size must be >= 1")

@@ -55,3 +55,44 @@ class StepHook:
 
     def on_train_end(self, engine: Engine) -> None:
         """Called once when training finishes normally."""
+
+
+class EarlyStopping(StepHook):
+    """Stop when ``metric`` has not improved for ``patience`` evaluations.
+
+    The best checkpoint is kept by the engine (``train.metric_for_best``); this hook only
+    decides when to stop.
+
+    Args:
+        metric: Name of the evaluation metric, e.g. ``eval_macro_f1``.
+        patience: Evaluations without improvement before stopping.
+        greater_is_better: Direction of improvement.
+        min_delta: Smallest change that counts as an improvement.
+    """
+
+    def __init__(self, metric: str, patience: int, greater_is_better: bool,
+                 min_delta: float = 0.0) -> None:
+        self.metric, self.patience = metric, patience
+        self.greater_is_better, self.min_delta = greater_is_better, min_delta
+        self.best: float | None = None
+        self.bad_evaluations = 0
+
+    def on_train_begin(self, engine: Engine) -> None:
+        """A resumed run starts from the best value already recorded in its checkpoint."""
+        if self.best is None and engine.state.best_metric is not None:
+            self.best = engine.state.best_metric
+
+    def on_evaluate(self, engine: Engine, metrics: dict[str, float]) -> None:
+        """Count evaluations without improvement and request a stop at ``patience``."""
+        value = metrics.get(self.metric)
+        if value is None:
+            return
+        improved = self.best is None or (
+            value > self.best + self.min_delta if self.greater_is_better
+            else value < self.best - self.min_delta)
+        if improved:
+            self.best, self.bad_evaluations = value, 0
+        else:
+            self.bad_evaluations += 1
+            if self.bad_evaluations >= self.patience:
+                engine.should_stop = True

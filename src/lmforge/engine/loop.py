@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,15 +57,39 @@ def default_eval_reducer(sums: dict[str, float]) -> dict[str, float]:
     return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0))}
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weights, none on biases and normalisation weights."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or any(k in name for k in _NO_DECAY) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+_LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block)\.(\d+)\.")
+_EMBEDDING_NAMES = ("embeddings", "embed_tokens", "wte", "wpe", "shared")
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """Depth of a parameter for layer-wise LR decay: 0 embeddings, 1..L layers, L+1 heads."""
+    found = _LAYER_INDEX.search(f".{name}")
+    if found:
+        return int(found.group(1)) + 1
+    if any(part in name for part in _EMBEDDING_NAMES):
+        return 0
+    return num_layers + 1
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float, lr: float = 1.0,
+                     layer_decay: float = 1.0) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on biases and norms; optional layer-wise LR decay.
+
+    With ``layer_decay`` = d < 1, a parameter at depth k of L+1 gets lr * d^(L + 1 - k)
+    (ELECTRA, Clark et al. 2020): the head trains at ``lr``, embeddings slowest.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    depths = [int(m.group(1)) + 1 for n, _ in named if (m := _LAYER_INDEX.search(f".{n}"))]
+    num_layers = max(depths, default=0)
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, p in named:
+        no_decay = p.ndim < 2 or any(k in name for k in _NO_DECAY)
+        depth = layer_depth(name, num_layers) if layer_decay < 1.0 else num_layers + 1
+        group = groups.setdefault((depth, no_decay), {
+            "params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+            "lr": lr * layer_decay ** (num_layers + 1 - depth)})
+        group["params"].append(p)
+    return list(groups.values())
 
 
 @dataclass
@@ -123,6 +148,7 @@ class Engine:
         self.lengths = lengths
         self.show_progress = show_progress
         self.state = ckpt.TrainState()
+        self.should_stop = False  # set by hooks (e.g. early stopping) to end training
 
         self.batches_per_epoch = len(self._epoch_batches(0))
         if self.batches_per_epoch < cfg.grad_accum:
@@ -134,7 +160,8 @@ class Engine:
             max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
 
         self.unwrapped = model
-        optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr,
+        optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay, cfg.lr,
+                                                       cfg.layerwise_lr_decay), lr=cfg.lr,
                                       betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None \
@@ -260,8 +287,13 @@ class Engine:
                     for hook in self.hooks:
                         hook.on_evaluate(self, metrics)
                     self.model.train()
-                if state.global_step % save_every == 0 or state.global_step == self.total_steps:
+                if state.global_step % save_every == 0 or state.global_step == self.total_steps \
+                        or self.should_stop:
                     self.save_checkpoint()
+                if self.should_stop:
+                    break
+            if self.should_stop:
+                break
             if state.batch_in_epoch >= usable:
                 state.epoch += 1
                 state.batch_in_epoch = 0

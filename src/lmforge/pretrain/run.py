@@ -187,6 +187,10 @@ def run_evaluate(job: EvaluateJob, resume: bool = False) -> dict[str, Any]:
     """
     if not job.run:
         raise ConfigError("set run=RUN_DIR (a pretrain run directory or a model folder)")
+    from lmforge.finetune.predict import evaluate_finetuned, task_info_of
+
+    if Path(job.run).exists() and task_info_of(resolve_checkpoint(job.run)) is not None:
+        return evaluate_finetuned(job)
     run = Path(job.run)
     if not run.exists():
         raise ConfigError(f"run {job.run!r} does not exist; pass a pretrain run directory")
