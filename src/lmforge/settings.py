@@ -222,23 +222,55 @@ class EvaluateJob:
         check(self.batch_size >= 1, "batch_size must be >= 1")
 
 
-TASKS = ("classification",)
+TASKS = ("classification", "token_classification", "qa", "seq2seq", "sft")
 
 
 @dataclass
 class TaskConfig:
     """The downstream task and where its inputs and labels are."""
 
-    name: str = opt("classification", "Task: classification (more tasks follow).")
+    name: str = opt("classification", "Task: classification, token_classification (NER), qa "
+                                      "(extractive), seq2seq or sft (causal chat).")
     text_column: str = opt("text", "Column with the input text.")
     text_pair_column: str | None = opt(None, "Second text column for sentence-pair tasks.")
     label_column: str = opt("label", "Column with the label(s).")
     multi_label: bool = opt(False, "Several labels per example (sigmoid, per-label thresholds).")
     label_separator: str = opt(",", "Separator of labels in a multi-label string column.")
     class_weights: str = opt("none", "none, or balanced (N / (C * count_c)) for imbalanced data.")
+    # token classification (NER)
+    tokens_column: str = opt("tokens", "NER: column with the list of words.")
+    tags_column: str = opt("tags", "NER: column with one tag per word.")
+    scheme: str = opt("BIO", "NER: tagging scheme of the data, BIO or BIOES.")
+    label_all_subwords: bool = opt(False, "NER: label every sub-word (default: first only).")
+    # extractive QA (SQuAD format)
+    question_column: str = opt("question", "QA: question column.")
+    context_column: str = opt("context", "QA: context (passage) column.")
+    answers_column: str = opt("answers", "QA: answers column {text: [...], answer_start: [...]}.")
+    id_column: str = opt("id", "QA: example id column.")
+    doc_stride: int = opt(128, "QA: overlap in tokens between windows of a long context.")
+    n_best: int = opt(20, "QA: start / end candidates tried per window.")
+    max_answer_length: int = opt(30, "QA: longest answer span in tokens.")
+    allow_unanswerable: bool = opt(False, "QA: SQuAD 2.0 style, predict no answer when the null "
+                                          "score wins.")
+    # seq2seq (summarization / translation) and causal SFT
+    source_column: str = opt("source", "Seq2seq: input text column.")
+    target_column: str = opt("target", "Seq2seq: output text column.")
+    source_prefix: str = opt("", "Seq2seq: prefix added to every input (e.g. 'summarize: ').")
+    max_target_length: int = opt(128, "Seq2seq: maximum target length in tokens.")
+    max_new_tokens: int = opt(128, "Generation: maximum new tokens.")
+    num_beams: int = opt(1, "Generation: beam size (1 = greedy).")
+    messages_column: str = opt("messages", "SFT: column with a list of {role, content} turns.")
+    prompt_column: str = opt("prompt", "SFT: prompt column (when there is no messages column).")
+    response_column: str = opt("response", "SFT: response column.")
+    train_on_prompt: bool = opt(False, "SFT: also compute the loss on prompt tokens.")
 
     def __post_init__(self) -> None:
         check_choice("task.name", self.name, TASKS)
+        check_choice("task.scheme", self.scheme, ("BIO", "BIOES"))
+        check(self.doc_stride >= 0 and self.n_best >= 1 and self.max_answer_length >= 1,
+              "task.doc_stride must be >= 0, task.n_best and task.max_answer_length >= 1")
+        check(self.max_new_tokens >= 1 and self.num_beams >= 1,
+              "task.max_new_tokens and task.num_beams must be >= 1")
         check_choice("task.class_weights", self.class_weights, ("none", "balanced"))
 
 

@@ -1,4 +1,4 @@
-"""``lmforge predict`` and ``lmforge evaluate`` for fine-tuned classification runs."""
+"""``lmforge predict`` and ``lmforge evaluate`` for fine-tuned runs (any registered task)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from lmforge.config import build_config, load_yaml
 from lmforge.data.corpus import load_corpus
 from lmforge.data.sources import load_raw
 from lmforge.errors import ConfigError, DataError
-from lmforge.finetune.classification import ClassificationCollator, prepare_classification
-from lmforge.finetune.report import evaluate_classifier, format_table
-from lmforge.finetune.run import TASK_FILE, load_classifier
+from lmforge.finetune.task import TASK_FILE, get_task
 from lmforge.models.build import load_tokenizer, resolve_checkpoint
 from lmforge.pretrain.run import make_accelerator
 from lmforge.settings import EvaluateJob, FinetuneJob, PredictJob
@@ -30,7 +25,7 @@ def task_info_of(model_dir: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _load_run(run: str) -> tuple[str, dict[str, Any], Any, Any]:
+def _load_run(run: str) -> tuple[str, dict[str, Any], Any, Any, Any]:
     if not run:
         raise ConfigError("set run=RUN_DIR (a finetune run directory or its model folder)")
     model_dir = resolve_checkpoint(run)
@@ -40,33 +35,32 @@ def _load_run(run: str) -> tuple[str, dict[str, Any], Any, Any]:
     if info is None:
         raise ConfigError(f"{model_dir} is not a fine-tuned lmforge model (no {TASK_FILE}); "
                           "pass a finetune run directory")
+    task = get_task(info["task"])
     tokenizer = load_tokenizer(model_dir)
-    model, _ = load_classifier(model_dir, None, info["multi_label"])
-    return model_dir, info, tokenizer, model
+    model, _ = task.load_model(model_dir, info)
+    return model_dir, info, task, tokenizer, model
 
 
-def _read_inputs(source: str, text_column: str) -> Iterator[str]:
+def _read_inputs(source: str, text_column: str) -> Iterator[dict[str, Any]]:
+    """Records from stdin / a text file (one text per line) / a jsonl, csv, tsv file."""
     if source == "-":
         for line in sys.stdin:
             if line.strip():
-                yield line.rstrip("\n")
+                yield {text_column: line.rstrip("\n")}
         return
     path = Path(source)
     if not path.is_file():
         raise DataError(f"input file {source!r} not found; pass input=FILE or input=- for stdin")
     if path.suffix in (".jsonl", ".json", ".csv", ".tsv", ".parquet"):
         split = next(iter(load_raw(str(path)).values()))
-        if text_column not in split.column_names:
-            raise DataError(f"column {text_column!r} not in {path.name} (columns: "
-                            f"{', '.join(split.column_names)}); set text_column=")
-        yield from (str(t) for t in split[text_column])
+        yield from split
         return
     with open(path, encoding="utf-8") as fh:
-        yield from (line.rstrip("\n") for line in fh if line.strip())
+        yield from ({text_column: line.rstrip("\n")} for line in fh if line.strip())
 
 
-def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
     for item in items:
         batch.append(item)
         if len(batch) == size:
@@ -76,54 +70,28 @@ def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-@torch.no_grad()
-def predict_texts(model: Any, tokenizer: Any, info: dict[str, Any], texts: list[str],
-                  top_k: int = 1) -> list[dict[str, Any]]:
-    """Label(s) and scores for raw texts, as ``lmforge predict`` writes them."""
-    model.eval()
-    enc = tokenizer(texts, truncation=True, max_length=info.get("max_length", 128),
-                    padding=True, return_tensors="pt")
-    logits = model(**enc).logits.float()
-    id2label = model.config.id2label
-    multi = info.get("multi_label", False)
-    probs = (torch.sigmoid(logits) if multi else torch.softmax(logits, -1)).numpy()
-    thresholds = np.asarray(info["thresholds"]) if info.get("thresholds") else 0.5
-    results = []
-    for text, p in zip(texts, probs, strict=True):
-        order = np.argsort(-p)[:top_k]
-        record: dict[str, Any] = {"text": text,
-                                  "top_k": [{"label": id2label[int(c)], "score": float(p[c])}
-                                            for c in order]}
-        if multi:
-            record["labels"] = [id2label[int(c)] for c in np.flatnonzero(p >= thresholds)]
-        else:
-            record["label"], record["score"] = id2label[int(order[0])], float(p[order[0]])
-        results.append(record)
-    return results
-
-
 def run_predict(job: PredictJob, resume: bool = False) -> dict[str, Any]:
-    """Predict labels for a file or stdin; write one JSON object per input."""
-    _, info, tokenizer, model = _load_run(job.run)
+    """Predict for a file or stdin; write one JSON object per input."""
+    _, info, task, tokenizer, model = _load_run(job.run)
     column = job.text_column or info.get("text_column", "text")
     out = sys.stdout if job.output == "-" else open(job.output, "w", encoding="utf-8")  # noqa: SIM115
     count = 0
     try:
-        for texts in _batches(_read_inputs(job.input, column), job.batch_size):
-            for record in predict_texts(model, tokenizer, info, texts, job.top_k):
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        for records in _batches(_read_inputs(job.input, column), job.batch_size):
+            for row in task.predict(model, tokenizer, info, records, job.top_k):
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 count += 1
     finally:
         if out is not sys.stdout:
             out.close()
     if count == 0:
-        raise DataError(f"no input texts in {job.input!r}; give one text per line")
+        raise DataError(f"no inputs in {job.input!r}; give one text per line")
     return {"command": "predict", "inputs": count, "output": job.output}
 
 
 def evaluate_finetuned(job: EvaluateJob) -> dict[str, Any]:
-    """Full classification report of a fine-tuned run on a labeled file or its own splits."""
-    model_dir, info, tokenizer, model = _load_run(job.run)
+    """Full report of a fine-tuned run on a labeled file or on its own splits."""
+    _, info, task, tokenizer, model = _load_run(job.run)
     run = Path(job.run)
     saved = build_config(FinetuneJob, base=load_yaml(run / "config.yaml")) \
         if (run / "config.yaml").is_file() else FinetuneJob()
@@ -142,20 +110,12 @@ def evaluate_finetuned(job: EvaluateJob) -> dict[str, Any]:
         split = corpus["train"]
     else:
         raise DataError(f"split {job.split!r} not found (have {sorted(corpus)}); set split=")
-    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    label2id = {n: i for i, n in enumerate(label_names)}
-    prepared = prepare_classification(split, tokenizer, label2id,
-                                      text_column=info["text_column"],
-                                      text_pair_column=info.get("text_pair_column"),
-                                      label_column=info["label_column"],
-                                      multi_label=info["multi_label"],
-                                      separator=info.get("label_separator", ","),
-                                      max_length=info.get("max_length", 128), split_name=job.split)
+    encoded = task.encode(split, tokenizer, info, job.split)
     accelerator, _ = make_accelerator(job.precision)
     out_dir = Path(job.output_dir) if job.output_dir else run / f"eval-{job.split}"
-    report = evaluate_classifier(model, prepared, split, ClassificationCollator(tokenizer),
-                                 label_names, info, out_dir, accelerator, job.batch_size)
-    print(format_table(report, label_names))
+    report = task.report(model, tokenizer, info, split, encoded, out_dir, accelerator,
+                         job.batch_size)
+    if "table" in report:
+        print(report["table"])
     return {"command": "evaluate", "run": str(run), "split": job.split,
-            "examples": len(prepared), **report["headline"], "report_dir": str(out_dir),
-            "plots": report["plots"]}
+            "examples": len(encoded), **report["headline"], "report_dir": str(out_dir)}

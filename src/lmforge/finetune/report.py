@@ -78,6 +78,7 @@ def evaluate_classifier(model: Any, dataset: datasets.Dataset, raw: datasets.Dat
     report = {"headline": _headline(metrics), "metrics": metrics, "plots": plots,
               "predictions": str(out_dir / "predictions.jsonl")}
     write_json(out_dir / "summary.json", report)
+    report["table"] = format_table(report, label_names)
     return report
 
 
