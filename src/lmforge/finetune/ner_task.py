@@ -1,0 +1,216 @@
+"""Token classification (NER) as a :class:`~lmforge.finetune.task.Task`.
+
+Training-time evaluation reports token accuracy from additive counts; entity-level
+precision / recall / F1 need whole tag sequences, so they are computed in :meth:`report`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForTokenClassification
+
+from lmforge.errors import DataError
+from lmforge.finetune.classification_task import load_pretrained, model_kwargs
+from lmforge.finetune.token_classification import (
+    IGNORE_INDEX,
+    TokenClassificationCollator,
+    collect_labels,
+    decode_word_predictions,
+    entities_from_tags,
+    prepare_token_classification,
+)
+from lmforge.runs import write_json
+
+log = logging.getLogger(__name__)
+
+
+class TokenClassificationObjective(nn.Module):
+    """Cross-entropy over labelled sub-words plus a correct-token count.
+
+    Args:
+        model: A ``*ForTokenClassification`` model (saved as is).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, labels: torch.Tensor, **inputs: torch.Tensor) -> dict[str, Any]:
+        """Logits (B, L, C); loss and counts over positions whose label is not -100."""
+        logits = self.model(**inputs).logits.float()  # (B, L, C)
+        keep = labels != IGNORE_INDEX  # (B, L)
+        n = keep.sum()
+        # Mean over labelled tokens; the engine weights it by n, so eval_loss is per token.
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(),
+                               ignore_index=IGNORE_INDEX, reduction="sum") / n.clamp(min=1)
+        correct = ((logits.argmax(-1) == labels) & keep).sum()
+        return {"loss": loss, "n": n, "count_correct": correct}
+
+
+def ner_reducer(sums: dict[str, float]) -> dict[str, float]:
+    """Per-token loss and accuracy from summed counts (entity F1 is in the report)."""
+    n = max(sums.get("n", 0.0), 1.0)
+    return {"eval_loss": sums.get("loss_sum", 0.0) / n,
+            "eval_token_accuracy": sums.get("count_correct", 0.0) / n}
+
+
+def _gold_tags(raw: datasets.Dataset, column: str) -> list[list[str]] | None:
+    """Gold tag strings per row (ClassLabel ids are mapped back to names), or None."""
+    if column not in raw.column_names:
+        return None
+    tags = raw[column]
+    feature = raw.features[column]
+    names = getattr(getattr(feature, "feature", None), "names", None)
+    if names is not None:
+        return [[names[t] for t in row] for row in tags]
+    return [[str(t) for t in row] for row in tags]
+
+
+def _per_type_table(metrics: dict[str, Any]) -> str:
+    """Plain-text table: one row per entity type, then the strict micro average."""
+    lines = [f"{'type':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
+    for kind, m in sorted(metrics["per_type"].items()):
+        lines.append(f"{kind:<12}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}"
+                     f"{m['support']:>9d}")
+    total = sum(m["support"] for m in metrics["per_type"].values())
+    lines.append(f"{'micro':<12}{metrics['precision']:>10.4f}{metrics['recall']:>10.4f}"
+                 f"{metrics['f1']:>10.4f}{total:>9d}")
+    return "\n".join(lines)
+
+
+def _char_entities(tokens: list[str], tags: list[str]) -> list[dict[str, Any]]:
+    """Entities with character offsets into ``" ".join(tokens)`` (end exclusive)."""
+    starts, pos = [], 0
+    for token in tokens:
+        starts.append(pos)
+        pos += len(token) + 1
+    out = []
+    for ent in entities_from_tags(tokens, tags):
+        last = ent["end_word"] - 1
+        out.append({**ent, "start": starts[ent["start_word"]],
+                    "end": starts[last] + len(tokens[last])})
+    return out
+
+
+class TokenClassificationTask:
+    """Named-entity recognition over pre-split words (BIO or BIOES tags)."""
+
+    name = "token_classification"
+
+    def setup(self, job: Any, train: datasets.Dataset) -> dict[str, Any]:
+        """Labels from the training split (every prefix of each type) and column settings."""
+        task = job.task
+        labels = collect_labels(train, task.scheme, tags_column=task.tags_column, complete=True)
+        return {"task": self.name, "labels": labels, "scheme": task.scheme,
+                "tokens_column": task.tokens_column, "tags_column": task.tags_column,
+                "text_column": task.text_column, "max_length": job.data.max_length,
+                "label_all_subwords": task.label_all_subwords}
+
+    def encode(self, raw: datasets.Dataset, tokenizer: Any, info: dict[str, Any],
+               split_name: str) -> datasets.Dataset:
+        """Tokenize words and align tags to first sub-words (unlabeled rows allowed)."""
+        tags_column = info["tags_column"] if info["tags_column"] in raw.column_names else None
+        return prepare_token_classification(
+            raw, tokenizer, {n: i for i, n in enumerate(info["labels"])},
+            tokens_column=info["tokens_column"], tags_column=tags_column,
+            max_length=info.get("max_length", 128),
+            label_all_subwords=info.get("label_all_subwords", False), split_name=split_name)
+
+    def load_model(self, source: str, info: dict[str, Any],
+                   model_cfg: Any = None) -> tuple[nn.Module, bool]:
+        """``AutoModelForTokenClassification`` with the tag names in its config."""
+        names = info["labels"]
+        kwargs = model_kwargs(model_cfg)
+        kwargs.update(num_labels=len(names), id2label=dict(enumerate(names)),
+                      label2id={n: i for i, n in enumerate(names)})
+        return load_pretrained(AutoModelForTokenClassification, source, kwargs,
+                               "token classification")
+
+    def objective(self, model: nn.Module, info: dict[str, Any], train_cfg: Any,
+                  train: datasets.Dataset) -> nn.Module:
+        """Token-level cross-entropy."""
+        return TokenClassificationObjective(model)
+
+    def collator(self, tokenizer: Any, model: nn.Module) -> Any:
+        """Pads ids and labels (-100); word alignment columns are dropped."""
+        return TokenClassificationCollator(tokenizer)
+
+    def reducer(self, sums: dict[str, float]) -> dict[str, float]:
+        """eval_loss and eval_token_accuracy."""
+        return ner_reducer(sums)
+
+    def finalize(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+                 validation: datasets.Dataset | None, accelerator: Any) -> None:
+        """Nothing to tune for NER."""
+
+    @torch.no_grad()
+    def _word_tags(self, model: nn.Module, encoded: datasets.Dataset, collator: Any,
+                   labels: list[str], device: Any, autocast: Any = None,
+                   batch_size: int = 64) -> list[list[str]]:
+        """Predicted tag per original word, streamed batch by batch."""
+        model.eval()
+        out: list[list[str]] = []
+        for start in range(0, len(encoded), batch_size):
+            rows = encoded[start:start + batch_size]
+            examples = [dict(zip(rows, values, strict=True))
+                        for values in zip(*rows.values(), strict=True)]
+            batch = {k: v.to(device) for k, v in collator(examples).items() if k != "labels"}
+            with autocast() if autocast else contextlib.nullcontext():
+                pred = model(**batch).logits.argmax(-1).cpu().tolist()  # (B, L)
+            out.extend(decode_word_predictions(pred, rows["word_ids"], labels,
+                                               rows["num_words"]))
+        return out
+
+    def report(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+               raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
+               accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
+        """Entity-level metrics (overall and per type), summary.json and predictions.jsonl."""
+        from lmforge.evaluation.ner import ner_metrics
+
+        gold = _gold_tags(raw, info["tags_column"])
+        if gold is None:
+            raise DataError(f"column {info['tags_column']!r} not found (columns: "
+                            f"{', '.join(raw.column_names)}); evaluate on tagged data")
+        pred = self._word_tags(model, encoded, TokenClassificationCollator(tokenizer),
+                               info["labels"], accelerator.device, accelerator.autocast,
+                               batch_size)
+        metrics = ner_metrics(gold, pred, info["scheme"])
+        headline = {k: metrics[k] for k in ("precision", "recall", "f1", "accuracy")}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
+            for words, g, p in zip(raw[info["tokens_column"]], gold, pred, strict=True):
+                row = {"tokens": words, "tags": g, "predicted": p,
+                       "entities": entities_from_tags(words, p)}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_json(out_dir / "summary.json", {"headline": headline, "metrics": metrics})
+        return {"headline": headline, "metrics": metrics, "table": _per_type_table(metrics)}
+
+    def predict(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+                records: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
+        """Tags and entities (char offsets into the space-joined tokens) per record."""
+        column, text_column = info["tokens_column"], info.get("text_column", "text")
+        words = []
+        for record in records:
+            if column in record:
+                words.append([str(w) for w in record[column]])
+            elif text_column in record:
+                words.append(str(record[text_column]).split())
+            else:
+                raise DataError(f"an input has neither {column!r} nor {text_column!r}; give "
+                                "a tokens list or a text line")
+        encoded = self.encode(datasets.Dataset.from_dict({column: words}), tokenizer,
+                              {**info, "tags_column": None}, "predict")
+        device = next(model.parameters()).device
+        tags = self._word_tags(model, encoded, TokenClassificationCollator(tokenizer),
+                               info["labels"], device, batch_size=len(words))
+        return [{"tokens": w, "tags": t, "entities": _char_entities(w, t)}
+                for w, t in zip(words, tags, strict=True)]

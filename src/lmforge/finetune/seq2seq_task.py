@@ -1,0 +1,160 @@
+"""Sequence-to-sequence fine-tuning (T5, mT5, BART, ...) as a :class:`~lmforge.finetune.task.Task`.
+
+Training is teacher-forced token cross-entropy on the target (see
+:mod:`lmforge.finetune.seq2seq`); evaluation during training reports loss and perplexity, and
+the final report generates an output for every source and scores it with ROUGE and BLEU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import datasets
+from torch import nn
+from transformers import AutoModelForSeq2SeqLM
+
+from lmforge.errors import ConfigError, DataError
+from lmforge.evaluation.generation import generation_metrics
+from lmforge.finetune.classification_task import load_pretrained
+from lmforge.finetune.generative import (
+    TokenLossObjective,
+    format_table,
+    generative_model_kwargs,
+    token_reducer,
+    write_jsonl,
+)
+from lmforge.finetune.seq2seq import (
+    GenerationSettings,
+    Seq2SeqCollator,
+    generate_texts,
+    prepare_seq2seq,
+)
+from lmforge.runs import write_json
+
+
+def generation_settings(info: dict[str, Any]) -> GenerationSettings:
+    """Decoding options saved in the task info."""
+    return GenerationSettings(max_new_tokens=info.get("max_new_tokens", 128),
+                              num_beams=info.get("num_beams", 1))
+
+
+def _sources(records: list[dict[str, Any]], column: str, what: str) -> list[str]:
+    """The source texts of ``records``; a one-line DataError when the column is missing."""
+    out = []
+    for i, record in enumerate(records):
+        if column not in record and len(record) == 1:
+            # A text file read with another text_column: its only field is the source.
+            record = {column: next(iter(record.values()))}
+        if column not in record:
+            raise DataError(f"{what} record {i} has no {column!r} field (has "
+                            f"{', '.join(map(str, record))}); name the source column "
+                            f"{column!r} or pass text_column=")
+        out.append("" if record[column] is None else str(record[column]))
+    return out
+
+
+class Seq2SeqTask:
+    """Summarization / translation / any text-to-text task with an encoder-decoder."""
+
+    name = "seq2seq"
+
+    def setup(self, job: Any, train: datasets.Dataset) -> dict[str, Any]:
+        """Column names, lengths and decoding options (saved with the model)."""
+        task = job.task
+        for column in (task.source_column, task.target_column):
+            if column not in train.column_names:
+                raise DataError(f"column {column!r} not found in train (columns: "
+                                f"{', '.join(train.column_names)}); set task.source_column / "
+                                "task.target_column")
+        return {"task": self.name, "source_column": task.source_column,
+                "target_column": task.target_column, "source_prefix": task.source_prefix,
+                "max_length": job.data.max_length, "max_target_length": task.max_target_length,
+                "max_new_tokens": task.max_new_tokens, "num_beams": task.num_beams,
+                # `lmforge predict` reads a plain text file's lines into this column.
+                "text_column": task.source_column}
+
+    def encode(self, raw: datasets.Dataset, tokenizer: Any, info: dict[str, Any],
+               split_name: str) -> datasets.Dataset:
+        """Tokenize sources (with the prefix) and targets (ending with EOS)."""
+        return prepare_seq2seq(raw, tokenizer, source_column=info["source_column"],
+                               target_column=info["target_column"],
+                               max_source_length=info.get("max_length", 512),
+                               max_target_length=info.get("max_target_length", 128),
+                               source_prefix=info.get("source_prefix", ""),
+                               split_name=split_name)
+
+    def load_model(self, source: str, info: dict[str, Any],
+                   model_cfg: Any = None) -> tuple[nn.Module, bool]:
+        """``AutoModelForSeq2SeqLM`` (T5, mT5, BART, mBART, Marian, ...)."""
+        model, new = load_pretrained(AutoModelForSeq2SeqLM, source,
+                                     generative_model_kwargs(source, model_cfg), "seq2seq")
+        if not getattr(model.config, "is_encoder_decoder", False):
+            raise ConfigError(f"{source!r} is not an encoder-decoder model; seq2seq needs T5, "
+                              "BART or similar (use task.name=sft for decoder-only models)")
+        return model, new
+
+    def objective(self, model: nn.Module, info: dict[str, Any], train_cfg: Any,
+                  train: datasets.Dataset) -> nn.Module:
+        """Target-token cross-entropy (optionally label-smoothed)."""
+        return TokenLossObjective(model, shift=False,
+                                  label_smoothing=getattr(train_cfg, "label_smoothing", 0.0))
+
+    def collator(self, tokenizer: Any, model: nn.Module) -> Any:
+        """Pads sources and labels; builds ``decoder_input_ids`` with the model's shift."""
+        return Seq2SeqCollator(tokenizer, model)
+
+    def reducer(self, sums: dict[str, float]) -> dict[str, float]:
+        """Loss, perplexity and token accuracy on the target tokens."""
+        return token_reducer(sums)
+
+    def finalize(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+                 validation: datasets.Dataset | None, accelerator: Any) -> None:
+        """Nothing to tune after training."""
+
+    def report(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+               raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
+               accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
+        """Loss / perplexity, then generate every output and score it (ROUGE, BLEU).
+
+        Writes ``summary.json`` and ``predictions.jsonl`` (source, target, prediction).
+        """
+        from lmforge.engine.loop import evaluate_model
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lm = evaluate_model(TokenLossObjective(model, shift=False), encoded,
+                            Seq2SeqCollator(tokenizer, model), accelerator,
+                            batch_size=batch_size, reducer=token_reducer)
+        sources = _sources(list(raw), info["source_column"], "evaluation")
+        targets = [str(t) for t in raw[info["target_column"]]]
+        predictions = generate_texts(model, tokenizer, sources, generation_settings(info),
+                                     batch_size=min(batch_size, 32),
+                                     source_prefix=info.get("source_prefix", ""),
+                                     max_source_length=info.get("max_length", 512),
+                                     device=accelerator.device)
+        metrics = generation_metrics(predictions, targets)
+        metrics["exact_match"] = sum(p.strip() == t.strip() for p, t in
+                                     zip(predictions, targets, strict=True)) / len(targets)
+        metrics.update({k.removeprefix("eval_"): v for k, v in lm.items()})
+        headline = {k: float(metrics[k]) for k in ("rouge1", "rouge2", "rougeL", "bleu",
+                                                   "exact_match", "gen_len", "loss",
+                                                   "perplexity")}
+        write_jsonl(out_dir / "predictions.jsonl",
+                    ({"source": s, "target": t, "prediction": p}
+                     for s, t, p in zip(sources, targets, predictions, strict=True)))
+        report = {"headline": headline, "metrics": metrics,
+                  "predictions": str(out_dir / "predictions.jsonl")}
+        write_json(out_dir / "summary.json", report)
+        report["table"] = format_table(headline)
+        return report
+
+    def predict(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+                records: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
+        """One generated text per record (``top_k`` is ignored: one output per source)."""
+        sources = _sources(records, info["source_column"], "input")
+        device = next(model.parameters()).device
+        outputs = generate_texts(model, tokenizer, sources, generation_settings(info),
+                                 batch_size=max(len(sources), 1),
+                                 source_prefix=info.get("source_prefix", ""),
+                                 max_source_length=info.get("max_length", 512), device=device)
+        return [{"source": s, "prediction": p} for s, p in zip(sources, outputs, strict=True)]
