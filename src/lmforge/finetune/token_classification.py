@@ -145,7 +145,8 @@ def _chunks(tags: Sequence[str]) -> list[tuple[str, int, int]]:
 def convert_tags(tags: Sequence[str], to_scheme: str) -> list[str]:
     """Rewrite one tag sequence in ``to_scheme`` (e.g. BIO data for a BIOES model).
 
-    Chunks are read leniently first, so IOB1 input (``I-X`` opening a chunk) converts too.
+    An ``I-X`` that opens a chunk is read as its start (conlleval leniency), so IOB1 input
+    converts too. The conversion itself is :func:`lmforge.evaluation.ner.convert_scheme`.
 
     Args:
         tags: Tags of one sentence in BIO, IOB1 or BIOES.
@@ -154,18 +155,11 @@ def convert_tags(tags: Sequence[str], to_scheme: str) -> list[str]:
     Returns:
         The same chunks written in ``to_scheme``.
     """
+    from lmforge.evaluation.ner import convert_scheme
+
     _check_scheme(to_scheme)
-    out = ["O"] * len(tags)
-    for kind, start, end in _chunks(tags):
-        if to_scheme == "BIOES" and end - start == 1:
-            out[start] = f"S-{kind}"
-            continue
-        out[start] = f"B-{kind}"
-        for i in range(start + 1, end):
-            out[i] = f"I-{kind}"
-        if to_scheme == "BIOES":
-            out[end - 1] = f"E-{kind}"
-    return out
+    # Through BIOES, so IOB1 input (I-X opening a chunk) also comes out as proper IOB2.
+    return convert_scheme(convert_scheme(list(tags), to="BIOES"), to=to_scheme)
 
 
 def entities_from_tags(words: Sequence[str], tags: Sequence[str]) -> list[dict[str, Any]]:
