@@ -31,7 +31,7 @@ from transformers import get_scheduler
 from lmforge.data.sampling import make_batches, shard_batches
 from lmforge.engine import checkpoint as ckpt
 from lmforge.engine.hooks import StepHook
-from lmforge.engine.precision import accelerate_mixed_precision, resolve_precision
+from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError, DataError, NonFiniteLossError
 from lmforge.settings import TrainConfig
 from lmforge.tracking import MultiLogger, ProgressBar
@@ -131,14 +131,11 @@ class Engine:
             torch.set_num_threads(cfg.num_threads)
         if len(train_dataset) == 0:
             raise DataError("the training set is empty; check data.path and data.max_examples")
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available(),
-                                                      mixed_precision="no")
-        self.precision = resolve_precision(cfg.precision, self.accelerator.device)
-        if self.precision != "fp32":
-            # Re-create with the resolved precision; accelerate handles autocast/GradScaler.
-            self.accelerator = Accelerator(
-                cpu=not torch.cuda.is_available(),
-                mixed_precision=accelerate_mixed_precision(self.precision))
+        if accelerator is None:
+            accelerator, _ = make_accelerator(cfg.precision)
+        self.accelerator = accelerator
+        self.precision = {"no": "fp32"}.get(accelerator.mixed_precision,
+                                            accelerator.mixed_precision)
         self.run_dir = Path(run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset

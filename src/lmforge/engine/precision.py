@@ -8,6 +8,7 @@ products and a training step becomes tens of times slower, so ``auto`` picks fp3
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 
@@ -57,3 +58,22 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 def accelerate_mixed_precision(precision: str) -> str:
     """Map a resolved precision to ``accelerate``'s ``mixed_precision`` names."""
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+def make_accelerator(precision: str) -> tuple[Any, str]:
+    """An ``accelerate.Accelerator`` for this process with the precision that will really run.
+
+    Args:
+        precision: The ``train.precision`` setting (``auto|bf16|fp16|fp32``).
+
+    Returns:
+        (accelerator, resolved precision); accelerate applies autocast and, for fp16, the
+        gradient scaler.
+    """
+    from accelerate import Accelerator
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = resolve_precision(precision, device)
+    accelerator = Accelerator(cpu=device.type == "cpu",
+                              mixed_precision=accelerate_mixed_precision(resolved))
+    return accelerator, resolved

@@ -12,10 +12,10 @@ from typing import Any
 from lmforge.config import build_config, load_yaml
 from lmforge.data.corpus import load_corpus
 from lmforge.data.sources import load_raw
+from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError, DataError
 from lmforge.finetune.task import TASK_FILE, get_task
 from lmforge.models.build import load_tokenizer, resolve_checkpoint
-from lmforge.pretrain.run import make_accelerator
 from lmforge.settings import EvaluateJob, FinetuneJob, PredictJob
 
 

@@ -16,10 +16,10 @@ from lmforge.data.corpus import load_corpus
 from lmforge.engine.checkpoint import PREFIX
 from lmforge.engine.hooks import EarlyStopping
 from lmforge.engine.loop import Engine
+from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
 from lmforge.finetune.task import TASK_FILE, get_task
 from lmforge.models.build import count_parameters, load_tokenizer, resolve_checkpoint
-from lmforge.pretrain.run import make_accelerator
 from lmforge.runs import make_run_dir, save_atomically, save_run_config, write_json
 from lmforge.settings import FinetuneJob
 from lmforge.tracking import build_loggers

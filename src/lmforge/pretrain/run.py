@@ -17,7 +17,7 @@ from lmforge.data.collators import ClmCollator, MlmCollator
 from lmforge.data.corpus import load_corpus
 from lmforge.data.lm import prepare_lm_dataset
 from lmforge.engine.loop import Engine, evaluate_model
-from lmforge.engine.precision import accelerate_mixed_precision, resolve_precision
+from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError, DataError
 from lmforge.models.build import build_model, count_parameters, load_tokenizer, resolve_checkpoint
 from lmforge.pretrain.objectives import lm_eval_reducer, wrap_for_objective
@@ -26,15 +26,6 @@ from lmforge.settings import DataConfig, EvaluateJob, PretrainJob
 from lmforge.tracking import build_loggers
 
 log = logging.getLogger(__name__)
-
-
-def make_accelerator(precision: str) -> tuple[Accelerator, str]:
-    """Create the process's ``Accelerator`` with the precision that will really run."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = resolve_precision(precision, device)
-    accelerator = Accelerator(cpu=device.type == "cpu",
-                              mixed_precision=accelerate_mixed_precision(resolved))
-    return accelerator, resolved
 
 
 def _data_objective(job: PretrainJob) -> tuple[str, str]:
