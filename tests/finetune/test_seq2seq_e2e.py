@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import (
+    AutoConfig,
+    BartConfig,
+    BartForConditionalGeneration,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 from lmforge.cli import main
 
@@ -25,13 +31,11 @@ def _pairs(path: Path, rows: int, seed: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny T5 with a fixed word-level vocabulary (``<pad>=0 </s>=1 <unk>=2``)."""
+def _tokenizer(root: Path) -> int:
+    """Save a fixed word-level vocabulary (``<pad>=0 </s>=1 <unk>=2``); return its size."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    root = tmp_path_factory.mktemp("t5")
     vocab = {t: i for i, t in enumerate(["<pad>", "</s>", "<unk>", *WORDS])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -40,8 +44,16 @@ def t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>",
                                   eos_token="</s>", unk_token="<unk>")
     tok.save_pretrained(root)
+    return len(tok)
+
+
+@pytest.fixture(scope="module")
+def t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny T5 (decoder start = pad, as in T5)."""
+    root = tmp_path_factory.mktemp("t5")
+    size = _tokenizer(root)
     torch.manual_seed(0)
-    config = T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=1,
+    config = T5Config(vocab_size=size, d_model=32, d_kv=8, d_ff=64, num_layers=1,
                       num_decoder_layers=1, num_heads=4, pad_token_id=0, eos_token_id=1,
                       decoder_start_token_id=0, dropout_rate=0.0)
     T5ForConditionalGeneration(config).save_pretrained(root)
@@ -98,3 +110,29 @@ def test_missing_target_column_is_a_clear_error(tmp_path: Path, t5_dir: Path,
                  "task.target_column=summary", "track.progress=false"])
     assert code == 2
     assert "column 'summary' not found" in capsys.readouterr().err
+
+
+def test_bart_runs_and_model_dropout_maps_to_its_config(tmp_path: Path) -> None:
+    model_dir = tmp_path / "bart"
+    size = _tokenizer(model_dir)
+    torch.manual_seed(0)
+    # BART starts decoding from </s> (here id 1), unlike T5.
+    config = BartConfig(vocab_size=size, d_model=32, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=4, decoder_attention_heads=4,
+                        encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=32,
+                        pad_token_id=0, bos_token_id=1, eos_token_id=1,
+                        decoder_start_token_id=1, forced_eos_token_id=1)
+    BartForConditionalGeneration(config).save_pretrained(model_dir)
+    data = tmp_path / "data"
+    data.mkdir()
+    _pairs(data / "train.jsonl", 32, 0)
+    _pairs(data / "test.jsonl", 4, 1)
+    run = tmp_path / "run"
+    assert main(["finetune", f"--output-dir={run}", f"data.path={data}", "task.name=seq2seq",
+                 f"model.pretrained={model_dir}", "model.dropout=0.2", "train.max_steps=3",
+                 "train.batch_size=8", "data.validation_ratio=0", "task.max_new_tokens=4",
+                 "track.progress=false"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert {"rouge1", "bleu", "loss"} <= set(summary["test_metrics"])
+    saved = AutoConfig.from_pretrained(run / "model")
+    assert saved.dropout == pytest.approx(0.2) and saved.attention_dropout == pytest.approx(0.2)

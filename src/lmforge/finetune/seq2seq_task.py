@@ -125,7 +125,8 @@ class Seq2SeqTask:
         lm = evaluate_model(TokenLossObjective(model, shift=False), encoded,
                             Seq2SeqCollator(tokenizer, model), accelerator,
                             batch_size=batch_size, reducer=token_reducer)
-        sources = _sources(list(raw), info["source_column"], "evaluation")
+        # encode() already checked both columns exist; None sources read as empty text.
+        sources = ["" if s is None else str(s) for s in raw[info["source_column"]]]
         targets = [str(t) for t in raw[info["target_column"]]]
         predictions = generate_texts(model, tokenizer, sources, generation_settings(info),
                                      batch_size=min(batch_size, 32),
