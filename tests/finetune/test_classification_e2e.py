@@ -7,10 +7,10 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lmforge.cli import main
+from tests.finetune.conftest import save_word_encoder
 
 POSITIVE = ["good", "great", "happy", "lovely", "wonderful"]
 NEGATIVE = ["bad", "awful", "sad", "terrible", "boring"]
@@ -33,33 +33,8 @@ def _labeled_csv(path: Path, rows: int, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny BERT encoder (no classification head) with a fixed word-level vocabulary.
-
-    The vocabulary is written out rather than trained: WordPiece training orders tied
-    entries differently from run to run, which would change token ids and the test's outcome.
-    """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    root = tmp_path_factory.mktemp("encoder")
-    words = sorted(set(POSITIVE + NEGATIVE + FILLER))
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
-    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]",
-                                  unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                                  mask_token="[MASK]")
-    tok.save_pretrained(root)
-    torch.manual_seed(0)
-    # Hidden 64 / 4 heads: at 32 / 2 heads the random-init encoder sometimes sits on a
-    # plateau for hundreds of steps depending on the seed, which makes the test brittle.
-    BertModel(BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, intermediate_size=128)).save_pretrained(root)
-    return root
+    """A tiny BERT encoder with a fixed word-level vocabulary."""
+    return save_word_encoder(tmp_path_factory.mktemp("encoder"), POSITIVE + NEGATIVE + FILLER)
 
 
 def test_finetune_evaluate_predict(tmp_path: Path, encoder_dir: Path) -> None:

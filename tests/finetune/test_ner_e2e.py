@@ -7,10 +7,9 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import BertConfig, BertModel
 
 from lmforge.cli import main
+from tests.finetune.conftest import save_word_encoder
 
 NAMES = ["Smith", "Jones", "Brown", "Taylor", "Wilson"]
 CITIES = ["Paris", "London", "Berlin", "Madrid", "Rome"]
@@ -37,27 +36,9 @@ def _conll(path: Path, rows: int, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny BERT encoder with a fixed word-level vocabulary (see the classification e2e)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    root = tmp_path_factory.mktemp("encoder")
-    words = sorted({w.lower() for w in NAMES + CITIES + FILLER + ["mr", "in", "new"]})
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
-    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]",
-                                  unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                                  mask_token="[MASK]")
-    tok.save_pretrained(root)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, intermediate_size=128)).save_pretrained(root)
-    return root
+    """A tiny BERT encoder with a fixed word-level vocabulary."""
+    return save_word_encoder(tmp_path_factory.mktemp("encoder"),
+                             NAMES + CITIES + FILLER + ["mr", "in", "new"])
 
 
 def test_ner_finetune_evaluate_predict(tmp_path: Path, encoder_dir: Path,

@@ -70,6 +70,32 @@ def _pad_id(tokenizer: Any) -> int:
     raise ConfigError("the tokenizer has neither a pad nor an eos token; add a pad token")
 
 
+class ColumnCollator:
+    """Keep the model's columns of each example and pad them (``labels`` with -100).
+
+    Other columns (ids, offsets, word maps) stay in the dataset for post-processing.
+    Subclasses name their columns in ``columns``.
+
+    Args:
+        tokenizer: Supplies the pad id (pad token, else eos).
+        pad_to_multiple_of: Round the padded length up to a multiple of this.
+    """
+
+    columns: tuple[str, ...] = ("input_ids", "token_type_ids", "labels")
+
+    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = 8) -> None:
+        self.pad_token_id = _pad_id(tokenizer)
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(
+        self, examples: Sequence[Mapping[str, Any]], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Return (B, L) padded token fields and ``attention_mask``; scalars stacked (B,)."""
+        del generator  # no randomness in plain padding
+        rows = [{k: ex[k] for k in self.columns if k in ex} for ex in examples]
+        return pad_batch(rows, self.pad_token_id, self.pad_to_multiple_of)
+
+
 class MlmCollator:
     """Pad and apply BERT masking (Devlin et al., 2019) with an explicit generator.
 

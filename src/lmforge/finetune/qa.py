@@ -20,9 +20,8 @@ from typing import Any
 
 import datasets
 import numpy as np
-import torch
 
-from lmforge.data.collators import _pad_id, pad_batch
+from lmforge.data.collators import ColumnCollator
 from lmforge.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -331,7 +330,7 @@ def prepare_qa_eval(
     return _prepare(ds, tokenizer, max_length, doc_stride, columns, True, split_name)
 
 
-class QACollator:
+class QACollator(ColumnCollator):
     """Pad ``input_ids``/``token_type_ids``, stack ``start/end_positions``, add the mask.
 
     ``example_id`` and ``offset_mapping`` are dropped: they stay in the features dataset
@@ -342,17 +341,7 @@ class QACollator:
         pad_to_multiple_of: Round the padded length up to a multiple of this.
     """
 
-    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = 8) -> None:
-        self.pad_token_id = _pad_id(tokenizer)
-        self.pad_to_multiple_of = pad_to_multiple_of
-
-    def __call__(
-        self, examples: list[dict[str, Any]], generator: torch.Generator | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Return (B, L) ``input_ids``/``attention_mask``(/``token_type_ids``), (B,) positions."""
-        del generator  # no randomness in this task's batching
-        rows = [{k: ex[k] for k in _MODEL_COLUMNS if k in ex} for ex in examples]
-        return pad_batch(rows, self.pad_token_id, self.pad_to_multiple_of)
+    columns = _MODEL_COLUMNS
 
 
 def _rows(data: Any, columns: Sequence[str]) -> dict[str, list[Any]]:

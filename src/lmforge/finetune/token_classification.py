@@ -20,9 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import datasets
-import torch
 
-from lmforge.data.collators import _pad_id, pad_batch
+from lmforge.data.collators import ColumnCollator
 from lmforge.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -355,7 +354,7 @@ def _warn_lost_words(ds: datasets.Dataset, split_name: str, max_length: int) -> 
         )  # fmt: skip
 
 
-class TokenClassificationCollator:
+class TokenClassificationCollator(ColumnCollator):
     """Pad ``input_ids``/``token_type_ids``/``labels`` (-100) and build ``attention_mask``.
 
     Other columns (``word_ids``, ``num_words``) are dropped: they stay in the dataset for
@@ -366,17 +365,7 @@ class TokenClassificationCollator:
         pad_to_multiple_of: Round the padded length up to a multiple of this.
     """
 
-    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = 8) -> None:
-        self.pad_token_id = _pad_id(tokenizer)
-        self.pad_to_multiple_of = pad_to_multiple_of
-
-    def __call__(
-        self, examples: list[dict[str, Any]], generator: torch.Generator | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Return ``input_ids``, ``attention_mask``, ``labels`` (and ``token_type_ids``), (B, L)."""
-        del generator  # no randomness in this task's batching
-        rows = [{k: ex[k] for k in _MODEL_COLUMNS if k in ex} for ex in examples]
-        return pad_batch(rows, self.pad_token_id, self.pad_to_multiple_of)
+    columns = _MODEL_COLUMNS
 
 
 def decode_word_predictions(
