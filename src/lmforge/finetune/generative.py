@@ -124,3 +124,15 @@ def format_table(headline: dict[str, Any]) -> str:
     """Plain-text ``key: value`` lines for the console."""
     return "\n".join(f"{k:>18}: {v:.4f}" if isinstance(v, float) else f"{k:>18}: {v}"
                      for k, v in headline.items())
+
+
+class GenerativeTaskBase:
+    """What the seq2seq and chat SFT tasks share: token-level metrics, nothing to finalize."""
+
+    def reducer(self, sums: dict[str, float]) -> dict[str, float]:
+        """Loss, perplexity and token accuracy on the trained (target / reply) tokens."""
+        return token_reducer(sums)
+
+    def finalize(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+                 validation: Any, accelerator: Any) -> None:
+        """Nothing to tune after training."""

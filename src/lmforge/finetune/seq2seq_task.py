@@ -18,6 +18,7 @@ from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.generation import generation_metrics
 from lmforge.finetune.classification_task import load_pretrained
 from lmforge.finetune.generative import (
+    GenerativeTaskBase,
     TokenLossObjective,
     format_table,
     generative_model_kwargs,
@@ -54,7 +55,7 @@ def _sources(records: list[dict[str, Any]], column: str, what: str) -> list[str]
     return out
 
 
-class Seq2SeqTask:
+class Seq2SeqTask(GenerativeTaskBase):
     """Summarization / translation / any text-to-text task with an encoder-decoder."""
 
     name = "seq2seq"
@@ -103,14 +104,6 @@ class Seq2SeqTask:
     def collator(self, tokenizer: Any, model: nn.Module) -> Any:
         """Pads sources and labels; builds ``decoder_input_ids`` with the model's shift."""
         return Seq2SeqCollator(tokenizer, model)
-
-    def reducer(self, sums: dict[str, float]) -> dict[str, float]:
-        """Loss, perplexity and token accuracy on the target tokens."""
-        return token_reducer(sums)
-
-    def finalize(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
-                 validation: datasets.Dataset | None, accelerator: Any) -> None:
-        """Nothing to tune after training."""
 
     def report(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,

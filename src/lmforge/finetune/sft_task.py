@@ -23,6 +23,7 @@ from lmforge.errors import DataError
 from lmforge.evaluation.generation import generation_metrics
 from lmforge.finetune.classification_task import load_pretrained
 from lmforge.finetune.generative import (
+    GenerativeTaskBase,
     TokenLossObjective,
     format_table,
     generative_model_kwargs,
@@ -101,7 +102,7 @@ def generate_replies(model: nn.Module, tokenizer: Any, conversations: list[list[
     return replies
 
 
-class ChatSftTask:
+class ChatSftTask(GenerativeTaskBase):
     """Instruction / chat tuning of decoder-only models on prompt-response or messages data."""
 
     name = "sft"
@@ -152,14 +153,6 @@ class ChatSftTask:
     def collator(self, tokenizer: Any, model: nn.Module) -> Any:
         """Right padding; labels -100 at padding."""
         return SftCollator(tokenizer)
-
-    def reducer(self, sums: dict[str, float]) -> dict[str, float]:
-        """Loss, perplexity and token accuracy on the trained tokens."""
-        return token_reducer(sums)
-
-    def finalize(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
-                 validation: datasets.Dataset | None, accelerator: Any) -> None:
-        """Nothing to tune after training."""
 
     def report(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
