@@ -62,7 +62,8 @@ def pad_batch(
     return batch
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_id_of(tokenizer: Any) -> int:
+    """The id used for padding: the pad token, else eos (GPT-style tokenizers have no pad)."""
     for name in ("pad", "eos"):
         value = getattr(tokenizer, f"{name}_token_id", None)
         if value is not None:
@@ -84,7 +85,7 @@ class ColumnCollator:
     columns: tuple[str, ...] = ("input_ids", "token_type_ids", "labels")
 
     def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = 8) -> None:
-        self.pad_token_id = _pad_id(tokenizer)
+        self.pad_token_id = pad_id_of(tokenizer)
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(
@@ -137,7 +138,7 @@ class MlmCollator:
         self.random_replace_prob = random_replace_prob
         self.pad_to_multiple_of = pad_to_multiple_of
         self.mask_token_id = int(tokenizer.mask_token_id)
-        self.pad_token_id = _pad_id(tokenizer)
+        self.pad_token_id = pad_id_of(tokenizer)
         special = {int(i) for i in tokenizer.all_special_ids} | {self.pad_token_id}
         self.special_ids = torch.tensor(sorted(special), dtype=torch.long)
         # Random replacements come from the ordinary vocabulary only.
@@ -247,7 +248,7 @@ class ClmCollator:
     """
 
     def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = 8) -> None:
-        self.pad_token_id = _pad_id(tokenizer)
+        self.pad_token_id = pad_id_of(tokenizer)
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.data.collators import pad_batch
+from lmforge.data.collators import pad_batch, pad_id_of
 from lmforge.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,7 @@ class ClassificationCollator:
     """Pad token fields; stack int labels (B,) or multi-hot labels (B, C)."""
 
     def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = 8) -> None:
-        pad = tokenizer.pad_token_id
-        self.pad_token_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
+        self.pad_token_id = pad_id_of(tokenizer)
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, examples: list[dict[str, Any]],

@@ -31,7 +31,7 @@ from typing import Any
 import datasets
 import torch
 
-from lmforge.data.collators import pad_batch
+from lmforge.data.collators import pad_batch, pad_id_of
 from lmforge.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -312,12 +312,7 @@ class SftCollator:
     """
 
     def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = 8) -> None:
-        pad = tokenizer.pad_token_id
-        if pad is None:
-            pad = tokenizer.eos_token_id
-        if pad is None:
-            raise ConfigError("the tokenizer has neither a pad nor an eos token; add a pad token")
-        self.pad_token_id = int(pad)
+        self.pad_token_id = pad_id_of(tokenizer)
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(
