@@ -235,7 +235,7 @@ class MlmCollator:
         return chosen
 
 
-class ClmCollator:
+class ClmCollator(ColumnCollator):
     """Pad for causal LM; ``labels`` are the input ids with padding set to -100.
 
     The model shifts labels internally, so no shift happens here. Without a pad token the
@@ -247,9 +247,7 @@ class ClmCollator:
         pad_to_multiple_of: See :func:`pad_batch`.
     """
 
-    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = 8) -> None:
-        self.pad_token_id = pad_id_of(tokenizer)
-        self.pad_to_multiple_of = pad_to_multiple_of
+    columns = ("input_ids",)
 
     def __call__(
         self, examples: Sequence[Mapping[str, Any]], generator: torch.Generator | None = None
@@ -259,7 +257,6 @@ class ClmCollator:
         Returns:
             ``input_ids``, ``attention_mask``, ``labels``, each (B, L).
         """
-        rows = [{"input_ids": ex["input_ids"]} for ex in examples]
-        batch = pad_batch(rows, self.pad_token_id, self.pad_to_multiple_of)
+        batch = super().__call__(examples)
         batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         return batch

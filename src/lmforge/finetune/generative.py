@@ -136,3 +136,12 @@ class GenerativeTaskBase:
     def finalize(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
                  validation: Any, accelerator: Any) -> None:
         """Nothing to tune after training."""
+
+    @staticmethod
+    def token_metrics(model: nn.Module, encoded: Any, collator: Any, accelerator: Any,
+                      batch_size: int, shift: bool) -> dict[str, float]:
+        """Loss / perplexity / token accuracy of ``model`` on an encoded split (for reports)."""
+        from lmforge.engine.loop import evaluate_model
+
+        return evaluate_model(TokenLossObjective(model, shift=shift), encoded, collator,
+                              accelerator, batch_size=batch_size, reducer=token_reducer)

@@ -22,7 +22,6 @@ from lmforge.finetune.generative import (
     TokenLossObjective,
     format_table,
     generative_model_kwargs,
-    token_reducer,
     write_jsonl,
 )
 from lmforge.finetune.seq2seq import (
@@ -112,12 +111,9 @@ class Seq2SeqTask(GenerativeTaskBase):
 
         Writes ``summary.json`` and ``predictions.jsonl`` (source, target, prediction).
         """
-        from lmforge.engine.loop import evaluate_model
-
         out_dir.mkdir(parents=True, exist_ok=True)
-        lm = evaluate_model(TokenLossObjective(model, shift=False), encoded,
-                            Seq2SeqCollator(tokenizer, model), accelerator,
-                            batch_size=batch_size, reducer=token_reducer)
+        lm = self.token_metrics(model, encoded, Seq2SeqCollator(tokenizer, model), accelerator,
+                                batch_size, shift=False)
         # encode() already checked both columns exist; None sources read as empty text.
         sources = ["" if s is None else str(s) for s in raw[info["source_column"]]]
         targets = [str(t) for t in raw[info["target_column"]]]

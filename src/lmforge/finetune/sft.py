@@ -29,9 +29,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
-import torch
 
-from lmforge.data.collators import pad_batch, pad_id_of
+from lmforge.data.collators import ColumnCollator
 from lmforge.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -302,28 +301,12 @@ def prepare_sft(
     return kept
 
 
-class SftCollator:
+class SftCollator(ColumnCollator):
     """Pad SFT examples; labels stay as prepared and are -100 at padding.
 
-    Args:
-        tokenizer: Supplies ``pad_token_id``, else ``eos_token_id`` (GPT-2 has no pad token;
-            the attention mask, not the id, marks padding, so real EOS labels are kept).
-        pad_to_multiple_of: See :func:`lmforge.data.collators.pad_batch`.
+    The pad id is the pad token, else eos (GPT-2 has no pad token; the attention mask, not
+    the id, marks padding, so real EOS labels are kept). Labels are not shifted; the model
+    shifts them.
     """
 
-    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = 8) -> None:
-        self.pad_token_id = pad_id_of(tokenizer)
-        self.pad_to_multiple_of = pad_to_multiple_of
-
-    def __call__(
-        self, examples: Sequence[Mapping[str, Any]], generator: torch.Generator | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Pad ``examples``; ``generator`` is accepted for a uniform interface and unused.
-
-        Returns:
-            ``input_ids``, ``attention_mask``, ``labels``, each (B, L). Labels are not
-            shifted; the model shifts them.
-        """
-        rows = [{"input_ids": ex["input_ids"], "labels": ex["labels"]} for ex in examples]
-        # pad_batch pads ``labels`` with -100 and derives the attention mask from the lengths.
-        return pad_batch(rows, self.pad_token_id, self.pad_to_multiple_of)
+    columns = ("input_ids", "labels")

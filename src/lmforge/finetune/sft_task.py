@@ -27,7 +27,6 @@ from lmforge.finetune.generative import (
     TokenLossObjective,
     format_table,
     generative_model_kwargs,
-    token_reducer,
     write_jsonl,
 )
 from lmforge.finetune.sft import END_OF_TURN, SftCollator, chat_prompt, ensure_chat_template
@@ -161,12 +160,9 @@ class ChatSftTask(GenerativeTaskBase):
 
         Writes ``summary.json`` and ``predictions.jsonl`` (messages, reference, prediction).
         """
-        from lmforge.engine.loop import evaluate_model
-
         out_dir.mkdir(parents=True, exist_ok=True)
-        lm = evaluate_model(TokenLossObjective(model, shift=True), encoded,
-                            SftCollator(tokenizer), accelerator, batch_size=batch_size,
-                            reducer=token_reducer)
+        lm = self.token_metrics(model, encoded, SftCollator(tokenizer), accelerator, batch_size,
+                                shift=True)
         metrics: dict[str, Any] = {k.removeprefix("eval_"): v for k, v in lm.items()}
         rows = [conversation(r, info, "evaluation") for r in raw.select(
             range(min(NUM_SAMPLES, len(raw))))]
