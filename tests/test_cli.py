@@ -68,3 +68,18 @@ def test_debug_shows_traceback() -> None:
 
     with pytest.raises(ConfigError):
         main(["pretrain", "train.lrr=1", "--debug"])
+
+
+def test_bare_run_dir_is_run_option() -> None:
+    from lmforge.cli import _positional_run
+    from lmforge.settings import PredictJob
+
+    assert _positional_run(PredictJob, ["runs/x", "top_k=2"]) == ["run=runs/x", "top_k=2"]
+    assert _positional_run(PredictJob, ["run=runs/x"]) == ["run=runs/x"]
+
+
+def test_bare_word_without_run_field_is_one_line_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pretrain", "oops"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unexpected argument 'oops'") and "\n" not in err

@@ -19,12 +19,12 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from lmforge import __version__
 from lmforge.config import build_config, iter_options, load_yaml
-from lmforge.errors import LmforgeError
+from lmforge.errors import ConfigError, LmforgeError
 from lmforge.settings import (
     EvaluateJob,
     FinetuneJob,
@@ -81,7 +81,8 @@ def _add_command(sub: Any, name: str, command: Command) -> None:
                             epilog=options_help(command.config),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. train.lr=3e-4")
+                        help="config overrides, e.g. train.lr=3e-4 (a bare RUN_DIR means "
+                             "run=RUN_DIR for commands that take a run)")
     parser.add_argument("-c", "--config", help="YAML config file")
     parser.add_argument("--output-dir", help="run directory (same as output_dir=...)")
     parser.add_argument("--resume", action="store_true",
@@ -111,8 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positional_run(config_cls: type, overrides: list[str]) -> list[str]:
+    """``lmforge serve runs/x`` == ``lmforge serve run=runs/x`` for commands with a ``run`` field.
+
+    Any other bare word is an error naming the expected ``key=value`` form.
+    """
+    bare = [o for o in overrides if "=" not in o]
+    if not bare:
+        return overrides
+    has_run = "run" in {f.name for f in fields(config_cls)}
+    if len(bare) > 1 or not has_run:
+        raise ConfigError(f"unexpected argument {bare[-1]!r}: options are key=value "
+                          f"(e.g. train.lr=3e-4)" + ("; give one run directory" if has_run
+                                                     else ""))
+    return [f"run={o}" if o in bare else o for o in overrides]
+
+
 def _resolve(args: argparse.Namespace) -> Any:
-    overrides = list(args.overrides)
+    overrides = _positional_run(args.command.config, list(args.overrides))
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     base = None
