@@ -1,0 +1,91 @@
+"""End-to-end `lmforge prompt` runs on tiny fixtures (zero-shot, ICL, calibration, fewshot)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmforge.cli import main
+
+
+def _run(run: Path, *overrides: str) -> dict:
+    assert main(["prompt", f"--output-dir={run}", "data.text_column=sentence",
+                 "track.progress=false", *overrides]) == 0
+    return json.loads((run / "summary.json").read_text())
+
+
+def test_zero_shot_cloze_with_masked_lm(tmp_path: Path, mlm_dir: Path, sentiment_dir: Path,
+                                        prompts_file: Path) -> None:
+    summary = _run(tmp_path / "zs", f"data.path={sentiment_dir}", f"model.pretrained={mlm_dir}",
+                   f"templates={prompts_file}")
+    assert summary["lm"] == "mlm" and summary["examples"] == 12
+    assert set(summary["templates"]) == {"it_was", "review"}
+    for metrics in (*summary["templates"].values(), summary["ensemble"], summary["majority"]):
+        assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
+    assert summary["majority"]["accuracy"] == pytest.approx(0.5)
+    table = (tmp_path / "zs" / "results.md").read_text()
+    assert "ensemble (mean p)" in table and "majority class" in table
+    assert len((tmp_path / "zs" / "predictions.jsonl").read_text().splitlines()) == 12
+
+
+def test_icl_calibrated_with_causal_lm(tmp_path: Path, llama_dir: Path, sentiment_dir: Path,
+                                       prompts_file: Path) -> None:
+    summary = _run(tmp_path / "icl", f"data.path={sentiment_dir}",
+                   f"model.pretrained={llama_dir}", f"templates={prompts_file}", "mode=icl",
+                   "shots=2", "calibrate=true", "chat_template=true", "max_examples=8")
+    assert summary["lm"] == "causal" and summary["examples"] == 8
+    assert len(summary["demonstration_rows"]) == 4
+    for metrics in summary["templates"].values():
+        assert sum(metrics["p_cf"]) == pytest.approx(1.0, abs=1e-5)
+        assert 0.0 <= metrics["calibrated_accuracy"] <= 1.0
+    assert "calibrated_macro_f1" in summary["ensemble"]
+
+
+def test_icl_similar_selection_with_model_embeddings(tmp_path: Path, mlm_dir: Path,
+                                                     sentiment_dir: Path,
+                                                     prompts_file: Path) -> None:
+    summary = _run(tmp_path / "sim", f"data.path={sentiment_dir}",
+                   f"model.pretrained={mlm_dir}", f"templates={prompts_file}", "mode=icl",
+                   "shots=1", "selection=similar", "embedder=model", "calibrate=true",
+                   "template_names=[it_was]")
+    assert summary["selection"] == "similar" and list(summary["templates"]) == ["it_was"]
+
+
+def test_fewshot_two_seeds_with_baseline(tmp_path: Path, mlm_dir: Path, sentiment_dir: Path,
+                                         prompts_file: Path) -> None:
+    summary = _run(tmp_path / "fs", f"data.path={sentiment_dir}", f"model.pretrained={mlm_dir}",
+                   f"templates={prompts_file}", "mode=fewshot", "shots=4", "seeds=[1,2]",
+                   "baseline=true", "train.max_steps=4", "train.eval_every=2",
+                   "train.batch_size=4", "train.lr=1e-3", "train.precision=fp32")
+    assert summary["seeds"] == [1, 2] and len(summary["runs"]) == 2
+    for method in ("prompt", "baseline"):
+        stats = summary[method]
+        assert {"accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std"} <= set(stats)
+        values = [r[method]["accuracy"] for r in summary["runs"]]
+        assert stats["accuracy_mean"] == pytest.approx(sum(values) / 2)
+        assert stats["accuracy_std"] == pytest.approx(abs(values[0] - values[1]) / 2)
+    runs = json.loads((tmp_path / "fs" / "runs.json").read_text())["runs"]
+    # Different seeds sample different K-shot sets; train and dev never overlap.
+    assert runs[0]["train_rows"] != runs[1]["train_rows"]
+    assert not set(runs[0]["train_rows"]) & set(runs[0]["dev_rows"])
+    assert not (tmp_path / "fs" / "seed-1" / "prompt" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(("pattern", "message"), [
+    ("{text} it was good", "has no {mask} slot"),
+    ("{text} it was {mask}", "not in the data"),
+])
+def test_bad_templates_give_one_line_errors(tmp_path: Path, mlm_dir: Path, sentiment_dir: Path,
+                                            capsys: pytest.CaptureFixture, pattern: str,
+                                            message: str) -> None:
+    labels = "{0: [bad], 1: [good]}" if "mask}" not in pattern else \
+        "{0: [bad], 1: [good], 5: [fine]}"
+    path = tmp_path / "bad.yaml"
+    path.write_text(f'labels: {labels}\ntemplates: ["{pattern}"]\n', encoding="utf-8")
+    code = main(["prompt", f"--output-dir={tmp_path / 'bad'}", "data.text_column=sentence",
+                 f"data.path={sentiment_dir}", f"model.pretrained={mlm_dir}",
+                 f"templates={path}"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 2 and len(errors) == 1 and message in errors[0]
