@@ -1,0 +1,123 @@
+"""LoRA beyond classification (NER, QA, causal SFT), prefix tuning on SFT, and resume."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from lmforge.cli import main
+from tests.finetune.conftest import save_word_encoder
+from tests.finetune.test_ner_e2e import CITIES, NAMES, _conll
+from tests.finetune.test_ner_e2e import FILLER as NER_FILLER
+from tests.finetune.test_qa_e2e import CITIES as QA_CITIES
+from tests.finetune.test_qa_e2e import FILLER as QA_FILLER
+from tests.finetune.test_qa_e2e import PEOPLE, QUESTION, _squad
+from tests.finetune.test_sft_e2e import WORDS, _jsonl, _rows
+from tests.peft.conftest import LR, common_args, summary_of
+
+
+def _evaluate(run: Path, out: Path, split: str = "validation") -> dict:
+    """``lmforge evaluate`` of the reloaded run on one of its own splits."""
+    assert main(["evaluate", f"run={run}", f"split={split}", f"output_dir={out}"]) == 0
+    return json.loads((out / "summary.json").read_text())["headline"]
+
+
+def test_lora_token_classification(tmp_path: Path) -> None:
+    encoder = save_word_encoder(tmp_path / "enc", NAMES + CITIES + NER_FILLER + ["mr", "in",
+                                                                                  "new"])
+    data = tmp_path / "data"
+    data.mkdir()
+    _conll(data / "train.conll", 64, 0)
+    _conll(data / "dev.conll", 16, 1)
+    run = tmp_path / "run"
+    assert main([*common_args(run, data, encoder), "task.name=token_classification",
+                 "peft.method=lora", "train.lr=1e-2"]) == 0
+    summary = summary_of(run)
+    assert summary["peft_method"] == "lora" and summary["trainable_share"] < 0.1
+    config = json.loads((run / "model" / "adapter_config.json").read_text())
+    assert config["task_type"] == "TOKEN_CLS" and "classifier" in config["modules_to_save"]
+    # The reloaded adapter + head scores the dev split exactly as the trained model did.
+    assert _evaluate(run, tmp_path / "eval") == pytest.approx(summary["validation_metrics"])
+
+
+def test_lora_question_answering(tmp_path: Path) -> None:
+    encoder = save_word_encoder(tmp_path / "enc", PEOPLE + QA_CITIES + QA_FILLER + QUESTION +
+                                ["lives", "in"])
+    data = tmp_path / "data"
+    data.mkdir()
+    _squad(data / "train.jsonl", 48, 0)
+    _squad(data / "dev.jsonl", 12, 1)
+    run = tmp_path / "run"
+    assert main([*common_args(run, data, encoder), "task.name=qa", "data.max_length=32",
+                 "task.doc_stride=8", "peft.method=lora", "train.lr=1e-2"]) == 0
+    summary = summary_of(run)
+    config = json.loads((run / "model" / "adapter_config.json").read_text())
+    assert config["task_type"] == "QUESTION_ANS" and "qa_outputs" in config["modules_to_save"]
+    assert _evaluate(run, tmp_path / "eval") == pytest.approx(summary["validation_metrics"])
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 (1 layer, 32 wide) with a byte-level BPE tokenizer."""
+    from lmforge.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("gpt2")
+    texts = [f"{r['prompt']} {r['response']} <|im_start|>user <|im_end|> assistant"
+             for r in _rows(200, 9)]
+    tok = train_tokenizer(texts, root, kind="bpe", vocab_size=400, min_frequency=1)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=1,
+                               n_head=4, bos_token_id=tok.bos_token_id,
+                               eos_token_id=tok.eos_token_id)).save_pretrained(root)
+    return root
+
+
+@pytest.mark.parametrize("method", ["lora", "prefix"])
+def test_causal_sft(method: str, tmp_path: Path, gpt2_dir: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    _jsonl(data / "train.jsonl", _rows(48, 0))
+    _jsonl(data / "dev.jsonl", _rows(8, 1))
+    run = tmp_path / "run"
+    assert main([*common_args(run, data, gpt2_dir), "task.name=sft", f"peft.method={method}",
+                 "train.lr=1e-2", "data.max_length=48", "task.max_new_tokens=4",
+                 "peft.num_virtual_tokens=4", "model.dropout=0.0"]) == 0
+    summary = summary_of(run)
+    assert summary["peft_method"] == method and summary["trainable_share"] < 0.2
+    config = json.loads((run / "model" / "adapter_config.json").read_text())
+    assert config["task_type"] == "CAUSAL_LM"
+    headline = _evaluate(run, tmp_path / "eval")
+    assert headline["loss"] == pytest.approx(summary["validation_metrics"]["loss"], rel=1e-5)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"say {WORDS[0]} {WORDS[1]}\n")
+    out = tmp_path / "replies.jsonl"
+    assert main(["predict", f"run={run}", f"input={prompts}", f"output={out}"]) == 0
+    assert isinstance(json.loads(out.read_text())["response"], str)
+
+
+def test_lora_resume_matches_uninterrupted(tmp_path: Path, trained: Callable[[str], Path],
+                                           cls_data: Path, encoder_dir: Path) -> None:
+    full = trained("lora")  # 8 steps in one go
+    part = tmp_path / "run"
+    args = [*common_args(part, cls_data, encoder_dir, steps=4), "peft.method=lora",
+            f"train.lr={LR['lora']}", "peft.num_virtual_tokens=4", "peft.reduction_factor=8"]
+    assert main(args) == 0
+    resumed = [a for a in args if not a.startswith("train.max_steps")]
+    assert main([*resumed, "train.max_steps=8", "--resume"]) == 0
+    a = load_file(str(full / "checkpoints" / "step-00000008" / "model.safetensors"))
+    b = load_file(str(part / "checkpoints" / "step-00000008" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    trained_keys = [k for k in a if "lora_" in k or "modules_to_save" in k]
+    assert trained_keys
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    # The adapter really trained between step 4 and 8 (the comparison is not vacuous).
+    mid = load_file(str(part / "checkpoints" / "step-00000004" / "model.safetensors"))
+    assert any(not torch.equal(mid[k], b[k]) for k in trained_keys)
+    assert summary_of(part)["steps"] == 8
