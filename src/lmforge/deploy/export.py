@@ -1,0 +1,483 @@
+"""``lmforge export``: a fine-tuned run as a merged HF folder, an ONNX graph and int8 ONNX.
+
+Output folder::
+
+    OUT/hf/               merged weights (safetensors) + tokenizer + config + lmforge_task.json
+    OUT/onnx/             model.onnx (dynamic batch and sequence axes) + the same side files
+    OUT/onnx-int8/        model.onnx with int8 weights (quantize=int8)
+    OUT/eval/<backend>/   task reports on data.path (when given)
+    OUT/export_summary.json (and summary.json)   sizes, max |ONNX - PyTorch|, metrics, deltas
+
+Every ONNX graph is run with ONNX Runtime on sample inputs of several batch sizes and
+lengths and compared with PyTorch; the fp32 graph must agree within ``tolerance``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmforge.deploy.onnx_model import (
+    ONNX_FILE,
+    ONNX_TASKS,
+    OUTPUT_NAMES,
+    OnnxTaskModel,
+    find_onnx_folder,
+)
+from lmforge.deploy.settings import ExportJob
+from lmforge.errors import ConfigError, DataError, LmforgeError
+from lmforge.finetune import predict as finetune_predict
+from lmforge.finetune.task import TASK_FILE
+from lmforge.runs import make_run_dir, save_atomically, save_run_config, write_json
+
+log = logging.getLogger(__name__)
+
+SAMPLE_TEXTS = [
+    "good",
+    "the film was long but the ending made up for it",
+    "Alice lives in Paris .",
+    "what a wonderful day",
+    "the service was slow , the food was cold and nobody said sorry for the wait at all",
+    "ok",
+    "Mr Smith went home to London after the meeting ended late on friday",
+    "where does Alice live ?",
+]
+"""Built-in inputs for the ONNX check when no data.path is given (varied lengths)."""
+
+SAMPLE_BATCH_SIZES = (1, 3, 8)
+
+
+class ExportCheckError(LmforgeError):
+    """The exported graph does not reproduce the PyTorch outputs."""
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Raise the given loggers ("" = root) to ERROR for the duration of the block."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face folder
+
+
+def merge_adapter(model: nn.Module) -> tuple[nn.Module, bool]:
+    """A PEFT model merged into its base (LoRA: ``W <- W0 + (alpha/r) B A``); others unchanged.
+
+    Returns:
+        (model, merged?): the plain ``transformers`` model after ``merge_and_unload()``.
+
+    Raises:
+        ConfigError: Prompt methods and bottleneck adapters, which cannot be merged.
+    """
+    from lmforge.peft.io import merge_adapter as fold
+
+    merged = fold(model)
+    return merged, merged is not model
+
+
+def _side_files(folder: Path, model: nn.Module, tokenizer: Any, info: dict[str, Any]) -> None:
+    """Tokenizer, transformers config and task settings next to exported weights."""
+    tokenizer.save_pretrained(folder)
+    config = getattr(model, "config", None)
+    # An unmerged PEFT folder (merge=false) is adapter_config.json + adapter weights; a
+    # config.json there would make loaders expect full weights.
+    if config is not None and not (folder / "config.json").is_file() and \
+            not hasattr(model, "peft_config"):
+        config.save_pretrained(folder)
+    (folder / TASK_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False),
+                                    encoding="utf-8")
+
+
+def _set_label_names(model: nn.Module, info: dict[str, Any]) -> None:
+    """id2label / label2id in the config so pipelines print label names, not LABEL_0."""
+    labels = info.get("labels")
+    config = getattr(model, "config", None)
+    if labels and config is not None and info["task"] in ("classification",
+                                                          "token_classification"):
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {name: i for i, name in enumerate(labels)}
+
+
+def export_hf(model: nn.Module, tokenizer: Any, info: dict[str, Any], folder: Path,
+              merge: bool = True) -> tuple[nn.Module, bool]:
+    """Write a Hugging Face folder loadable by ``transformers.pipeline`` without lmforge.
+
+    Args:
+        model: The fine-tuned model (a ``peft.PeftModel`` for adapter runs).
+        tokenizer: Its tokenizer.
+        info: The task settings (saved as ``lmforge_task.json``).
+        folder: Target folder (replaced atomically).
+        merge: PEFT models: merge the adapter first (False: save the adapter only).
+
+    Returns:
+        (model after merging, merged?).
+    """
+    if merge:
+        model, merged = merge_adapter(model)
+    else:
+        merged = False
+    _set_label_names(model, info)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        _side_files(tmp, model, tokenizer, info)
+
+    save_atomically(folder, write)
+    return model, merged
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX
+
+
+class _Graph(nn.Module):
+    """Fixed signature and a tuple of named outputs: what the ONNX graph's I/O becomes."""
+
+    def __init__(self, model: nn.Module, output_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.output_names = output_names
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        out = self.model(**inputs, return_dict=True)
+        return tuple(out[name] for name in self.output_names)
+
+
+def _input_names(model: nn.Module, tokenizer: Any) -> list[str]:
+    names = ["input_ids", "attention_mask"]
+    accepted = inspect.signature(model.forward).parameters
+    if "token_type_ids" in getattr(tokenizer, "model_input_names", []) and \
+            "token_type_ids" in accepted:
+        names.append("token_type_ids")
+    return names
+
+
+def _tokenize(tokenizer: Any, pairs: list[tuple[str, str | None]], max_length: int,
+              names: list[str]) -> dict[str, torch.Tensor]:
+    firsts = [a for a, _ in pairs]
+    seconds = [b for _, b in pairs] if pairs and pairs[0][1] is not None else None
+    enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length, padding=True,
+                    return_tensors="pt")
+    return {name: enc[name] for name in names if name in enc}
+
+
+def export_onnx(model: nn.Module, tokenizer: Any, info: dict[str, Any], path: Path,
+                opset: int | None = None) -> None:
+    """Export an encoder task model to ``path`` with dynamic (batch, sequence) axes.
+
+    Uses the ``torch.export``-based exporter (``dynamo=True``, needs onnxscript): it records
+    the graph symbolically, so the padding-mask branch of the attention code stays in the
+    graph. The TorchScript tracer (``dynamo=False``) runs the model once on the example and
+    freezes Python-level decisions taken on it (e.g. transformers dropping an all-ones mask
+    for SDPA), which gave |diff| ~1e-2 on padded batches in our check; the dynamo export gave
+    1e-8 to 1e-6 and byte-identical files across runs.
+    """
+    task = info["task"]
+    names = _input_names(model, tokenizer)
+    # Two texts of different lengths: batch and sequence above 1 (sizes 0/1 get specialised).
+    example = _tokenize(tokenizer, [("a short one", None), (SAMPLE_TEXTS[1], None)], 32, names)
+    if task == "qa":
+        example = _tokenize(tokenizer, [("a short one", "a context"),
+                                        (SAMPLE_TEXTS[7], SAMPLE_TEXTS[2])], 32, names)
+    batch = torch.export.Dim("batch")
+    sequence = torch.export.Dim("sequence")
+    dynamic = {name: {0: batch, 1: sequence} for name in example}
+    graph = _Graph(model, OUTPUT_NAMES[task]).eval()
+    # The exporter prints progress lines, logs every optimisation pass and warns about merged
+    # axis names; keep the CLI quiet.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            _quiet("torch.onnx", "torch.export", "onnxscript", "onnx_ir"):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(graph, (), kwargs=example, dynamo=True,
+                                    dynamic_shapes=dynamic, input_names=list(example),
+                                    output_names=list(OUTPUT_NAMES[task]),
+                                    opset_version=opset, verbose=False)
+    # Per-node metadata (FX node text, module paths of this machine) is debug info that
+    # would otherwise be shipped: ~0.25 MB for a 2-layer model.
+    for node in program.model.graph.all_nodes():
+        node.metadata_props.clear()
+    program.save(str(path))
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization of the weights (activations quantized on the fly).
+
+    Per output channel j: ``s_j = max_i |W_ij| / 63``, ``q = round(W / s)`` stored as int8
+    (7 significant bits, see below); MatMuls run in integer arithmetic on activations
+    quantized per batch (uint8, scale and zero point from the batch's min / max).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    large = (source.parent / (source.name + ".data")).is_file()
+    # reduce_range (7-bit weights): AVX2 kernels without VNNI add u8 x s8 products pairwise
+    # in int16 and saturate; per-channel scales follow each output row's range. Together
+    # they cut the logit error of a 2-layer test model from 0.8 to 0.3 on an AVX2 CPU.
+    with _quiet(""):  # the quantizer logs one INFO line per tensor on the root logger
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                         per_channel=True, reduce_range=True, use_external_data_format=large)
+
+
+def sample_pairs(info: dict[str, Any], rows: list[dict[str, Any]] | None) -> list[tuple[str,
+                                                                                     str | None]]:
+    """Model inputs (text, optional pair text) for the ONNX check, from data rows or built-ins."""
+    task = info["task"]
+    if rows:
+        if task == "qa":
+            return [(str(r[info["question_column"]]), str(r[info["context_column"]]))
+                    for r in rows]
+        if task == "token_classification" and info["tokens_column"] in rows[0]:
+            return [(" ".join(map(str, r[info["tokens_column"]])), None) for r in rows]
+        column, pair = info.get("text_column", "text"), info.get("text_pair_column")
+        if column in rows[0]:
+            return [(str(r[column]), str(r[pair]) if pair else None) for r in rows]
+    if task == "qa" or info.get("text_pair_column"):
+        return [(a, b) for a, b in zip(SAMPLE_TEXTS, SAMPLE_TEXTS[1:] + SAMPLE_TEXTS[:1],
+                                       strict=True)]
+    return [(text, None) for text in SAMPLE_TEXTS]
+
+
+@torch.no_grad()
+def max_abs_diff(reference: nn.Module, candidate: nn.Module, tokenizer: Any,
+                 info: dict[str, Any], pairs: list[tuple[str, str | None]]) -> float:
+    """Largest |candidate - reference| over all outputs on batches of 1, 3 and 8 inputs.
+
+    Each batch is padded to its longest input, so lengths and padding masks vary too.
+    """
+    names = _input_names(reference, tokenizer)
+    worst = 0.0
+    for size in SAMPLE_BATCH_SIZES:
+        batch = _tokenize(tokenizer, pairs[:size], info.get("max_length", 128), names)
+        ref, cand = reference(**batch), candidate(**batch)
+        for name in OUTPUT_NAMES[info["task"]]:
+            diff = (ref[name].float() - cand[name].float()).abs().max().item()
+            worst = max(worst, diff)
+    return worst
+
+
+def _onnx_folder(folder: Path, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+                 make: Any, check: Any) -> float:
+    """Write ``folder`` atomically: ``make(tmp/model.onnx)``, side files, then ``check``."""
+    result: dict[str, float] = {}
+
+    def write(tmp: Path) -> None:
+        make(tmp / ONNX_FILE)
+        _side_files(tmp, model, tokenizer, info)
+        # Checked before the folder is swapped in: a failed check leaves no bad export.
+        result["diff"] = check(tmp / ONNX_FILE)
+
+    save_atomically(folder, write)
+    return result["diff"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation on a labeled file
+
+
+def _labeled_split(job: ExportJob) -> Any:
+    from lmforge.data.corpus import load_corpus
+
+    corpus = load_corpus(replace(job.data, validation_ratio=0.0, test_ratio=0.0))
+    if job.split in corpus:
+        return corpus[job.split]
+    if list(corpus) == ["train"]:
+        return corpus["train"]
+    raise DataError(f"split {job.split!r} not found in {job.data.path} (have {sorted(corpus)}); "
+                    "set split=")
+
+
+def _evaluate(models: dict[str, nn.Module], task: Any, tokenizer: Any, info: dict[str, Any],
+              split: Any, job: ExportJob, out: Path) -> dict[str, dict[str, float]]:
+    """Headline metrics per backend (``task.report`` into OUT/eval/<backend>)."""
+    encoded = task.encode(split, tokenizer, dict(info), "evaluation")
+    # fp32 on the CPU for every backend, so differences come from the export alone.
+    cpu = SimpleNamespace(device=torch.device("cpu"), autocast=None)
+    headlines = {}
+    for name, model in models.items():
+        report = task.report(model, tokenizer, dict(info), split, encoded, out / "eval" / name,
+                             cpu, job.batch_size)
+        headlines[name] = {k: float(v) for k, v in report["headline"].items()
+                           if isinstance(v, (int, float))}
+    return headlines
+
+
+def _deltas(task: str, base: dict[str, float], other: dict[str, float]) -> dict[str, float]:
+    """other - base in points (QA metrics are already percentages, the others fractions)."""
+    scale = 1.0 if task == "qa" else 100.0
+    # + 0.0 turns round()'s -0.0 into 0.0 in the JSON.
+    return {k: round((other[k] - base[k]) * scale, 4) + 0.0 for k in base
+            if k in other and k not in ("misaligned_answers", "skipped_examples")}
+
+
+def _size_mb(folder: Path, patterns: tuple[str, ...]) -> float:
+    total = sum(f.stat().st_size for p in patterns for f in folder.glob(p) if f.is_file())
+    return round(total / 2**20, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def _require_onnx() -> None:
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"ONNX export needs {', '.join(missing)}: pip install onnx onnxscript "
+                          "onnxruntime (or use format=hf)")
+
+
+def _check_request(job: ExportJob) -> dict[str, Any]:
+    """Fail fast (before loading weights) on a missing run or a format the task lacks."""
+    from lmforge.models.build import resolve_checkpoint
+
+    if not job.run:
+        raise ConfigError("set the run to export: lmforge export RUN_DIR --output-dir OUT")
+    if find_onnx_folder(job.run) is not None:
+        raise ConfigError(f"{job.run} is already an ONNX export; pass the fine-tuned run "
+                          "directory")
+    model_dir = resolve_checkpoint(job.run)
+    if not Path(model_dir).is_dir():
+        raise ConfigError(f"run {job.run!r} does not exist; pass a finetune run directory")
+    info = finetune_predict.task_info_of(model_dir)
+    if info is None:
+        raise ConfigError(f"{model_dir} is not a fine-tuned lmforge model (no {TASK_FILE}); "
+                          "pass a finetune run directory")
+    task = info.get("task")
+    if task not in ONNX_TASKS and (job.format == "onnx" or job.quantize == "int8"):
+        raise ConfigError(f"format=onnx / quantize=int8 support {', '.join(ONNX_TASKS)}; a "
+                          f"{task} model generates token by token, export it with format=hf")
+    if job.format == "hf" and job.quantize == "int8":
+        raise ConfigError("quantize=int8 quantizes the ONNX graph; use format=onnx or "
+                          "format=all")
+    if job.format != "hf" and task in ONNX_TASKS:
+        _require_onnx()
+    return info
+
+
+def _export_onnx_variants(model: nn.Module, tokenizer: Any, info: dict[str, Any],
+                          job: ExportJob, out: Path, rows: list[dict[str, Any]] | None,
+                          summary: dict[str, Any]) -> dict[str, OnnxTaskModel]:
+    """Write OUT/onnx (and OUT/onnx-int8), each checked against ``model``; fill ``summary``.
+
+    Returns:
+        The loaded ONNX models by folder name, for the evaluation on data.path.
+    """
+    task_name = info["task"]
+    pairs = sample_pairs(info, rows)
+
+    def check(path: Path, limit: float | None) -> float:
+        candidate = OnnxTaskModel(path, task_name, job.num_threads, config=model.config)
+        diff = max_abs_diff(model, candidate, tokenizer, info, pairs)
+        if limit is not None and diff > limit:
+            raise ExportCheckError(
+                f"ONNX outputs differ from PyTorch by {diff:.3g} > tolerance={limit:g}; "
+                "raise tolerance= if that is acceptable, or report the model family")
+        return diff
+
+    fp32 = out / "onnx" / ONNX_FILE
+    diffs = {"onnx": _onnx_folder(out / "onnx", model, tokenizer, info,
+                                  lambda p: export_onnx(model, tokenizer, info, p, job.opset),
+                                  lambda p: check(p, job.tolerance))}
+    log.info("ONNX vs PyTorch: max |diff| = %.3g (tolerance %g)", diffs["onnx"], job.tolerance)
+    if job.quantize == "int8":
+        diffs["onnx-int8"] = _onnx_folder(out / "onnx-int8", model, tokenizer, info,
+                                          lambda p: quantize_int8(fp32, p),
+                                          lambda p: check(p, None))  # lossy: reported only
+        log.info("int8 ONNX vs PyTorch: max |diff| = %.3g", diffs["onnx-int8"])
+    models = {}
+    for name in diffs:
+        path = out / name / ONNX_FILE
+        summary["formats"][name] = str(path)
+        summary["size_mb"][name] = _size_mb(out / name, (ONNX_FILE, ONNX_FILE + ".data"))
+        models[name] = OnnxTaskModel(path, task_name, job.num_threads, config=model.config)
+    summary["max_abs_diff"] = diffs
+    summary["tolerance"] = job.tolerance
+    return models
+
+
+def run_export(job: ExportJob, resume: bool = False) -> dict[str, Any]:
+    """Export a fine-tuned run (see the module docstring for what is written and checked).
+
+    Args:
+        job: The resolved config.
+        resume: Unused (an export is re-run from scratch).
+
+    Returns:
+        The summary written to ``export_summary.json``.
+
+    Raises:
+        ConfigError: A missing run, or ONNX asked for a generative (seq2seq / sft) task.
+        ExportCheckError: The fp32 ONNX outputs differ from PyTorch by more than
+            ``tolerance``.
+    """
+    task_name = _check_request(job)["task"]
+    want_onnx = job.format in ("all", "onnx") and task_name in ONNX_TASKS
+    if job.format == "all" and task_name not in ONNX_TASKS:
+        log.warning("a %s run has no ONNX export (it generates token by token); writing hf "
+                    "only", task_name)
+    _, info, task, tokenizer, model = finetune_predict._load_run(job.run)
+    model.eval()
+    out = make_run_dir(job.output_dir, "export")
+    save_run_config(out, job)
+    split = _labeled_split(job) if job.data.path else None
+    rows = [split[i] for i in range(min(len(split), max(SAMPLE_BATCH_SIZES)))] \
+        if split is not None else None
+    # The reference is evaluated before merging, so a PEFT run's own forward is scored.
+    headlines = _evaluate({"pytorch": model}, task, tokenizer, info, split, job, out) \
+        if split is not None else {}
+    summary: dict[str, Any] = {
+        "command": "export", "run": job.run, "task": task_name, "output_dir": str(out),
+        "formats": {}, "merged_adapter": False,
+        "size_mb": {"pytorch": round(sum(p.numel() * p.element_size()
+                                         for p in model.parameters()) / 2**20, 4)}}
+    if job.format in ("all", "hf"):
+        model, summary["merged_adapter"] = export_hf(model, tokenizer, info, out / "hf",
+                                                     merge=job.merge)
+        summary["formats"]["hf"] = str(out / "hf")
+        summary["size_mb"]["hf"] = _size_mb(out / "hf", ("*.safetensors",))
+        log.info("wrote %s (merged adapter: %s)", out / "hf", summary["merged_adapter"])
+    if want_onnx:
+        if hasattr(model, "peft_config"):  # a PeftModel: ONNX gets the merged weights
+            model, merged = merge_adapter(model)
+            summary["merged_adapter"] = summary["merged_adapter"] or merged
+        _set_label_names(model, info)
+        onnx_models = _export_onnx_variants(model, tokenizer, info, job, out, rows, summary)
+        if split is not None:
+            headlines.update(_evaluate(onnx_models, task, tokenizer, info, split, job, out))
+    if headlines:
+        summary["evaluated_on"] = job.data.path
+        summary["examples"] = len(split)
+        for name, headline in headlines.items():
+            summary[f"metrics_{name.replace('-', '_')}"] = headline
+            if name != "pytorch":
+                summary[f"delta_points_{name.replace('-', '_')}"] = _deltas(
+                    task_name, headlines["pytorch"], headline)
+    write_json(out / "export_summary.json", summary)
+    write_json(out / "summary.json", summary)  # the run-directory contract's name
+    return summary
