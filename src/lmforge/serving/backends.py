@@ -1,0 +1,173 @@
+"""Model backends of ``lmforge serve``: PyTorch or ONNX Runtime behind one :class:`Predictor`.
+
+Both backends give a ``torch.nn.Module`` (for ONNX a shim around an ORT session whose forward
+returns ``.logits`` / ``.start_logits`` / ``.end_logits``), so the task's own ``predict``
+turns it into rows, and the server returns exactly what ``lmforge predict`` prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmforge.engine.precision import resolve_precision
+from lmforge.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+GENERATIVE_TASKS = ("seq2seq", "sft")
+
+
+@dataclass
+class Predictor:
+    """A loaded model with its task, ready to answer batches of raw records.
+
+    Attributes:
+        task: The :class:`~lmforge.finetune.task.Task` object.
+        info: The task settings saved with the model (``lmforge_task.json``).
+        tokenizer: The model's tokenizer.
+        model: The model (eval mode).
+        backend: ``torch`` or ``onnx``.
+        precision: What really runs: ``fp32``, ``bf16`` (torch autocast), ``onnx`` or
+            ``onnx-int8``.
+        source: The folder the model came from.
+    """
+
+    task: Any
+    info: dict[str, Any]
+    tokenizer: Any
+    model: nn.Module
+    backend: str = "torch"
+    precision: str = "fp32"
+    source: str = ""
+    # One forward pass at a time: the batch worker and generation threads share the model.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def task_name(self) -> str:
+        """The registered task name (``classification``, ``qa``, ...)."""
+        return str(self.info["task"])
+
+    @property
+    def generative(self) -> bool:
+        """True for seq2seq and chat SFT models."""
+        return self.task_name in GENERATIVE_TASKS
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast when that precision was chosen, else a no-op."""
+        if self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def predict(self, records: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
+        """The task's prediction rows for ``records`` (one forward pass, under the lock)."""
+        with self.lock, torch.no_grad(), self.autocast():
+            return self.task.predict(self.model, self.tokenizer, self.info, records, top_k)
+
+    def predict_batch(self, payloads: list[tuple[list[dict[str, Any]], int]]
+                      ) -> list[list[dict[str, Any]]]:
+        """Batch function of the micro-batcher: ``[(records, top_k), ...]`` -> rows per payload.
+
+        Payloads with the same ``top_k`` share one :meth:`predict` call (the usual case: one
+        forward pass for the whole batch).
+        """
+        results: list[list[dict[str, Any]] | None] = [None] * len(payloads)
+        by_k: dict[int, list[int]] = {}
+        for i, (_, top_k) in enumerate(payloads):
+            by_k.setdefault(top_k, []).append(i)
+        for top_k, indices in by_k.items():
+            records = [r for i in indices for r in payloads[i][0]]
+            rows = self.predict(records, top_k)
+            start = 0
+            for i in indices:
+                n = len(payloads[i][0])
+                results[i] = rows[start:start + n]
+                start += n
+        return [r if r is not None else [] for r in results]
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` without special tokens (for the max_input_tokens limit)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def warmup_records(self) -> list[dict[str, Any]]:
+        """One small input of this task's shape (used to warm the model up)."""
+        info = self.info
+        if self.task_name == "classification":
+            record = {info["text_column"]: "warm up"}
+            if info.get("text_pair_column"):
+                record[info["text_pair_column"]] = "warm up"
+            return [record]
+        if self.task_name == "token_classification":
+            return [{info["tokens_column"]: ["warm", "up"]}]
+        if self.task_name == "qa":
+            return [{info["question_column"]: "warm up ?", info["context_column"]: "warm up ."}]
+        return []
+
+    def warmup(self) -> None:
+        """Run the model once so the first real request does not pay for lazy init."""
+        if self.generative:
+            from lmforge.serving.generation import GenerateParams, generate_text
+
+            generate_text(self, "warm up", None, GenerateParams(max_new_tokens=1))
+        else:
+            self.predict(self.warmup_records())
+
+
+def _load_torch(source: str, precision: str) -> Predictor:
+    from lmforge.finetune.predict import _load_run
+
+    if (Path(source) / "model.onnx").is_file():
+        raise ConfigError(f"{source} is an ONNX export; serve it with backend=onnx")
+    model_dir, info, task, tokenizer, model = _load_run(source)
+    model.eval()
+    resolved = resolve_precision(precision, torch.device("cpu"))
+    return Predictor(task, info, tokenizer, model, "torch", resolved, model_dir)
+
+
+def _load_onnx(source: str, threads: int | None) -> Predictor:
+    try:
+        from lmforge.deploy.onnx_model import load_onnx_model
+    except ImportError as err:
+        raise ConfigError(f"backend=onnx is unavailable ({err}); install onnxruntime "
+                          "(pip install onnxruntime) or use backend=torch") from None
+    model, tokenizer, info, task = load_onnx_model(source, num_threads=threads)
+    path = str(getattr(model, "path", source))
+    # The export writes the quantized graph to onnx-int8/ (see lmforge export).
+    kind = "onnx-int8" if "int8" in Path(path).parent.name else "onnx"
+    return Predictor(task, info, tokenizer, model, "onnx", kind, str(Path(path).parent))
+
+
+def load_predictor(source: str, backend: str = "torch", precision: str = "auto",
+                   threads: int | None = None) -> Predictor:
+    """Load a fine-tuned run (torch) or an ONNX export folder (onnx) for serving.
+
+    Args:
+        source: Run directory, its ``model/`` folder, or an ONNX export folder.
+        backend: ``torch`` or ``onnx``.
+        precision: torch only: ``auto`` (bf16 where the CPU has native bf16), ``fp32``,
+            ``bf16``.
+        threads: torch intra-op threads (None: leave torch's default).
+
+    Returns:
+        The :class:`Predictor`.
+
+    Raises:
+        ConfigError: A missing run, a folder that is not a fine-tuned model, or an ONNX
+            backend that is not installed.
+    """
+    if not source:
+        raise ConfigError("set the model to serve: lmforge serve RUN_DIR (or run=RUN_DIR)")
+    if threads:
+        torch.set_num_threads(threads)
+    predictor = _load_torch(source, precision) if backend == "torch" \
+        else _load_onnx(source, threads)
+    log.info("serving %s (%s task) with %s / %s", predictor.source, predictor.task_name,
+             predictor.backend, predictor.precision)
+    return predictor

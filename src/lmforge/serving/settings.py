@@ -1,0 +1,67 @@
+"""The config of ``lmforge serve``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmforge.config import check, check_choice, opt
+
+BACKENDS = ("torch", "onnx")
+SERVE_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class ServeJob:
+    """``lmforge serve``: an HTTP server (FastAPI + uvicorn) for a fine-tuned run or export.
+
+    Concurrent requests are grouped into one forward pass (dynamic micro-batching) of at most
+    ``max_batch_size`` inputs, waiting at most ``max_wait_ms`` for a batch to fill.
+    """
+
+    run: str = opt("", "Fine-tuned run directory (or its model/ folder), or an ONNX export "
+                       "folder with backend=onnx.")
+    host: str = opt("127.0.0.1", "Interface to listen on; loopback by default, set 0.0.0.0 "
+                                 "to accept outside connections (then set API keys).")
+    port: int = opt(8000, "TCP port.")
+    backend: str = opt("torch", "torch (PyTorch) or onnx (ONNX Runtime on an export folder).")
+    precision: str = opt("auto", "torch backend: auto (bf16 autocast only where the CPU has "
+                                 "native bf16), fp32 or bf16.")
+    max_batch_size: int = opt(32, "Most inputs per forward pass (dynamic batching).")
+    max_wait_ms: float = opt(5.0, "Longest wait for a batch to fill after its first input.")
+    max_items: int = opt(64, "Most inputs in one request (more -> 413).")
+    max_input_chars: int = opt(10000, "Most characters in one input (more -> 413).")
+    max_input_tokens: int | None = opt(None, "Most tokens in one input (more -> 413; None: "
+                                             "off, inputs are truncated as in training).")
+    max_body_bytes: int = opt(1_048_576, "Largest request body in bytes (more -> 413).")
+    max_new_tokens: int = opt(512, "Cap on max_new_tokens of /generate (more -> 413).")
+    request_timeout_s: float = opt(30.0, "Seconds a request may take before a 504.")
+    api_keys: list[str] = opt([], "Accepted API keys (header X-API-Key or Authorization: "
+                                  "Bearer); empty with no file / env var: no auth.")
+    api_key_file: str | None = opt(None, "File with one API key per line (keeps keys out of "
+                                         "shell history); '#' starts a comment.")
+    api_key_env: str = opt("LMFORGE_API_KEYS", "Environment variable holding comma-separated "
+                                               "API keys (read when set).")
+    workers: int = opt(1, "uvicorn worker processes; each loads its own model copy and has "
+                          "its own /metrics.")
+    threads: int | None = opt(None, "torch intra-op threads per worker (None: torch default).")
+    log_level: str = opt("info", "uvicorn log level: debug, info, warning, error.")
+
+    def __post_init__(self) -> None:
+        check_choice("backend", self.backend, BACKENDS)
+        check_choice("precision", self.precision, SERVE_PRECISIONS)
+        check_choice("log_level", self.log_level, ("debug", "info", "warning", "error"))
+        check(0 <= self.port <= 65535, "port must be in [0, 65535]")
+        check(self.max_batch_size >= 1, "max_batch_size must be >= 1")
+        check(self.max_wait_ms >= 0, "max_wait_ms must be >= 0")
+        check(self.max_items >= 1, "max_items must be >= 1")
+        check(self.max_input_chars >= 1, "max_input_chars must be >= 1")
+        check(self.max_input_tokens is None or self.max_input_tokens >= 1,
+              "max_input_tokens must be >= 1 (or None)")
+        check(self.max_body_bytes >= 1024, "max_body_bytes must be >= 1024")
+        check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
+        check(self.request_timeout_s > 0, "request_timeout_s must be > 0")
+        check(self.workers >= 1, "workers must be >= 1")
+        check(self.threads is None or self.threads >= 1, "threads must be >= 1")
+        check(self.backend == "torch" or self.precision != "bf16",
+              "precision=bf16 is for backend=torch; an ONNX export has its own precision "
+              "(export with quantize=int8 for a smaller model)")

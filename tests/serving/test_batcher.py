@@ -1,0 +1,108 @@
+"""The micro-batcher on its own: grouping, size cap, failure isolation, drain on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from lmforge.serving.batcher import BatcherClosed, MicroBatcher
+
+
+def _doubler(calls: list[list[int]], delay: float = 0.0):
+    def fn(payloads: list[int]) -> list[int]:
+        calls.append(list(payloads))
+        time.sleep(delay)
+        if any(p < 0 for p in payloads):
+            raise ValueError("negative")
+        return [2 * p for p in payloads]
+    return fn
+
+
+def test_concurrent_submits_share_batches_and_respect_the_cap() -> None:
+    calls: list[list[int]] = []
+    sizes: list[int] = []
+
+    async def scenario() -> list[int]:
+        batcher = MicroBatcher(_doubler(calls), max_batch_size=4, max_wait_ms=200,
+                               on_batch=sizes.append)
+        await batcher.start()
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+        await batcher.stop()
+        return list(results)
+
+    assert asyncio.run(scenario()) == [2 * i for i in range(10)]
+    assert sorted(p for call in calls for p in call) == list(range(10))
+    assert sizes == [4, 4, 2]  # full batches without waiting, the rest after max_wait
+
+
+def test_max_wait_zero_runs_without_waiting_and_big_items_run_alone() -> None:
+    calls: list[list[int]] = []
+
+    async def scenario() -> tuple[int, int]:
+        batcher = MicroBatcher(_doubler(calls), max_batch_size=2, max_wait_ms=0)
+        await batcher.start()
+        big = await batcher.submit(5, size=7)  # larger than the cap: a batch of its own
+        one = await batcher.submit(1)
+        await batcher.stop()
+        return big, one
+
+    assert asyncio.run(scenario()) == (10, 2)
+    assert calls == [[5], [1]]
+
+
+def test_a_failing_payload_fails_alone() -> None:
+    calls: list[list[int]] = []
+
+    async def scenario() -> list[object]:
+        batcher = MicroBatcher(_doubler(calls), max_batch_size=8, max_wait_ms=100)
+        await batcher.start()
+        results = await asyncio.gather(batcher.submit(1), batcher.submit(-1),
+                                       batcher.submit(3), return_exceptions=True)
+        await batcher.stop()
+        return list(results)
+
+    ok1, bad, ok3 = asyncio.run(scenario())
+    assert (ok1, ok3) == (2, 6)
+    assert isinstance(bad, ValueError)
+    assert calls[0] == [1, -1, 3]  # tried together first, then one by one
+    assert calls[1:] == [[1], [-1], [3]]
+
+
+def test_stop_drains_queued_work_then_refuses_new_work() -> None:
+    calls: list[list[int]] = []
+
+    async def scenario() -> tuple[list[int], bool]:
+        batcher = MicroBatcher(_doubler(calls, delay=0.05), max_batch_size=2, max_wait_ms=1)
+        await batcher.start()
+        pending = [asyncio.create_task(batcher.submit(i)) for i in range(5)]
+        await asyncio.sleep(0.01)  # all queued, the first batch is running
+        await batcher.stop()
+        done = [t.result() for t in pending]  # answered, not cancelled
+        try:
+            await batcher.submit(9)
+        except BatcherClosed:
+            return done, True
+        return done, False
+
+    done, refused = asyncio.run(scenario())
+    assert done == [0, 2, 4, 6, 8]
+    assert refused
+
+
+def test_timed_out_requests_are_not_computed() -> None:
+    calls: list[list[int]] = []
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(_doubler(calls, delay=0.1), max_batch_size=1, max_wait_ms=0)
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.01)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(batcher.submit(2), 0.02)  # queued behind the first
+        assert await first == 2
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [[1]]

@@ -1,0 +1,44 @@
+"""Schemathesis fuzzing of the in-process app: no input the schema allows (or breaks) is a 5xx."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from schemathesis import GenerationMode  # noqa: E402
+
+from lmforge.serving import ServeJob, create_app, load_predictor  # noqa: E402
+
+
+def test_fuzzed_requests_never_cause_server_errors(cls_run: Path) -> None:
+    predictor = load_predictor(str(cls_run), precision="fp32")
+    app = create_app(predictor, ServeJob(max_items=8, max_input_chars=200, max_wait_ms=0),
+                     api_keys=[])
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    ready = next(op for op in operations if op.path == "/ready")
+    probe = ready.Case()  # schemathesis starts the app's lifespan on the first call
+    deadline = time.monotonic() + 30
+    while probe.call().status_code != 200:  # the warm-up runs in the background
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    strategy = st.one_of([op.as_strategy(generation_mode=mode) for op in operations
+                          for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)])
+    seen: set[str] = set()
+
+    @settings(max_examples=100, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def fuzz(case: schemathesis.Case) -> None:
+        response = case.call()
+        seen.add(f"{case.method} {case.path}")
+        assert response.status_code < 500, (case.method, case.path, case.body,
+                                             response.text[:300])
+
+    fuzz()
+    assert {"POST /classify", "POST /predict"} <= seen
