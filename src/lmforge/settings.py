@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.config import check, check_choice, opt
+from lmforge.peft.settings import PeftConfig
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SCHEDULERS = ("linear", "cosine", "constant")
@@ -287,6 +288,7 @@ class FinetuneJob:
     model: ModelConfig = opt(ModelConfig(), "")
     task: TaskConfig = opt(TaskConfig(), "")
     train: TrainConfig = opt(TrainConfig(lr=5e-5, epochs=3.0, warmup_ratio=0.1), "")
+    peft: PeftConfig = opt(PeftConfig(), "")
     track: TrackConfig = opt(TrackConfig(), "")
     output_dir: str | None = opt(None, "Run directory (default: runs/finetune-<time>).")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from lmforge.errors import DataError
 from lmforge.finetune.classification_task import load_pretrained, model_kwargs
 from lmforge.finetune.token_classification import (
     IGNORE_INDEX,
+    NO_WORD,
     TokenClassificationCollator,
     collect_labels,
     decode_word_predictions,
@@ -87,17 +89,44 @@ def _per_type_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _char_entities(tokens: list[str], tags: list[str]) -> list[dict[str, Any]]:
-    """Entities with character offsets into ``" ".join(tokens)`` (end exclusive)."""
+def _char_entities(tokens: list[str], tags: list[str], scores: list[float] | None = None,
+                   text: str | None = None) -> list[dict[str, Any]]:
+    """Entities with character offsets (end exclusive) and a confidence score.
+
+    Offsets point into ``text`` when the words came from ``text.split()``, else into
+    ``" ".join(tokens)``; an entity's score is the mean probability of its words' tags.
+    """
     starts, pos = [], 0
     for token in tokens:
         starts.append(pos)
         pos += len(token) + 1
+    if text is not None:
+        spans = [m.start() for m in re.finditer(r"\S+", text)]
+        starts = spans if len(spans) == len(tokens) else starts
     out = []
     for ent in entities_from_tags(tokens, tags):
         last = ent["end_word"] - 1
-        out.append({**ent, "start": starts[ent["start_word"]],
-                    "end": starts[last] + len(tokens[last])})
+        start, end = starts[ent["start_word"]], starts[last] + len(tokens[last])
+        row = {**ent, "start": start, "end": end}
+        if text is not None and len(starts) == len(tokens):
+            row["text"] = text[start:end]
+        if scores is not None:
+            span = scores[ent["start_word"]:ent["end_word"]]
+            row["score"] = float(sum(span) / len(span))
+        out.append(row)
+    return out
+
+
+def _word_scores(best: list[list[float]], word_ids: list[list[int]],
+                 num_words: list[int]) -> list[list[float]]:
+    """Probability of the predicted tag per word, read where decode_word_predictions reads."""
+    out = []
+    for probs, wids, n in zip(best, word_ids, num_words, strict=True):
+        scores = [0.0] * int(n)
+        for pos, w in enumerate(wids):
+            if w != NO_WORD:
+                scores[w] = float(probs[pos])
+        out.append(scores)
     return out
 
 
@@ -155,8 +184,12 @@ class TokenClassificationTask:
     @torch.no_grad()
     def _word_tags(self, model: nn.Module, encoded: datasets.Dataset, collator: Any,
                    labels: list[str], device: Any, autocast: Any = None,
-                   batch_size: int = 64) -> list[list[str]]:
-        """Predicted tag per original word, streamed batch by batch."""
+                   batch_size: int = 64,
+                   scores_out: list[list[float]] | None = None) -> list[list[str]]:
+        """Predicted tag per original word, streamed batch by batch.
+
+        With ``scores_out``, the probability of each word's tag is appended to it too.
+        """
         model.eval()
         out: list[list[str]] = []
         for start in range(0, len(encoded), batch_size):
@@ -165,8 +198,12 @@ class TokenClassificationTask:
                         for values in zip(*rows.values(), strict=True)]
             batch = {k: v.to(device) for k, v in collator(examples).items() if k != "labels"}
             with autocast() if autocast else contextlib.nullcontext():
-                pred = model(**batch).logits.argmax(-1).cpu().tolist()  # (B, L)
-            out.extend(decode_word_predictions(pred, rows["word_ids"], labels,
+                logits = model(**batch).logits  # (B, L, C)
+            best, pred = logits.float().softmax(-1).max(-1)  # (B, L) each
+            out.extend(decode_word_predictions(pred.cpu().tolist(), rows["word_ids"], labels,
+                                               rows["num_words"]))
+            if scores_out is not None:
+                scores_out.extend(_word_scores(best.cpu().tolist(), rows["word_ids"],
                                                rows["num_words"]))
         return out
 
@@ -196,21 +233,30 @@ class TokenClassificationTask:
 
     def predict(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
                 records: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
-        """Tags and entities (char offsets into the space-joined tokens) per record."""
+        """Tags and entities with char offsets and scores per record.
+
+        Offsets index the record's text when it came as a text line (split on whitespace),
+        else the space-joined tokens.
+        """
         column, text_column = info["tokens_column"], info.get("text_column", "text")
-        words = []
+        words: list[list[str]] = []
+        texts: list[str | None] = []
         for record in records:
             if column in record:
                 words.append([str(w) for w in record[column]])
+                texts.append(None)
             elif text_column in record:
-                words.append(str(record[text_column]).split())
+                texts.append(str(record[text_column]))
+                words.append(texts[-1].split())
             else:
                 raise DataError(f"an input has neither {column!r} nor {text_column!r}; give "
                                 "a tokens list or a text line")
         encoded = self.encode(datasets.Dataset.from_dict({column: words}), tokenizer,
                               {**info, "tags_column": None}, "predict")
         device = next(model.parameters()).device
+        scores: list[list[float]] = []
         tags = self._word_tags(model, encoded, TokenClassificationCollator(tokenizer),
-                               info["labels"], device, batch_size=len(words))
-        return [{"tokens": w, "tags": t, "entities": _char_entities(w, t)}
-                for w, t in zip(words, tags, strict=True)]
+                               info["labels"], device, batch_size=len(words),
+                               scores_out=scores)
+        return [{"tokens": w, "tags": t, "entities": _char_entities(w, t, s, text)}
+                for w, t, s, text in zip(words, tags, scores, texts, strict=True)]

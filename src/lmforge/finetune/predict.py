@@ -16,6 +16,7 @@ from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError, DataError
 from lmforge.finetune.task import TASK_FILE, get_task
 from lmforge.models.build import load_tokenizer, resolve_checkpoint
+from lmforge.peft.io import load_adapted_model
 from lmforge.settings import EvaluateJob, FinetuneJob, PredictJob
 
 
@@ -28,6 +29,11 @@ def task_info_of(model_dir: str) -> dict[str, Any] | None:
 def _load_run(run: str) -> tuple[str, dict[str, Any], Any, Any, Any]:
     if not run:
         raise ConfigError("set run=RUN_DIR (a finetune run directory or its model folder)")
+    if (Path(run) / "model.onnx").is_file():  # an `lmforge export` ONNX folder
+        from lmforge.deploy.onnx_model import load_onnx_model
+
+        model, tokenizer, info, task = load_onnx_model(run)
+        return run, info, task, tokenizer, model
     model_dir = resolve_checkpoint(run)
     if not Path(model_dir).is_dir():
         raise ConfigError(f"run {run!r} does not exist; pass a finetune run directory")
@@ -37,7 +43,7 @@ def _load_run(run: str) -> tuple[str, dict[str, Any], Any, Any, Any]:
                           "pass a finetune run directory")
     task = get_task(info["task"])
     tokenizer = load_tokenizer(model_dir)
-    model, _ = task.load_model(model_dir, info)
+    model = load_adapted_model(model_dir, task, info)  # full, peft or lmforge-adapter folder
     return model_dir, info, task, tokenizer, model
 
 

