@@ -167,6 +167,19 @@ def test_postprocess_recovers_answer(qa_tokenizer: Any, qa_ds: datasets.Dataset)
     assert padded["ans"] == preds["ans"]
 
 
+def test_postprocess_top_k_lists_distinct_spans_best_first(
+        qa_tokenizer: Any, qa_ds: datasets.Dataset) -> None:
+    feats = prepare_qa_eval(qa_ds, qa_tokenizer, max_length=MAX_LENGTH, doc_stride=STRIDE)
+    starts, ends = _gold_logits(feats)
+    preds = postprocess_qa(qa_ds, feats, starts, ends, top_k=3)
+    top = preds["ans"]["top_k"]
+    assert len(top) == 3
+    assert top[0] == {"text": ANSWER, "score": preds["ans"]["score"], "start": ANSWER_START}
+    assert [t["score"] for t in top] == sorted((t["score"] for t in top), reverse=True)
+    assert len({(t["start"], t["text"]) for t in top}) == 3
+    assert "top_k" not in postprocess_qa(qa_ds, feats, starts, ends)["ans"]
+
+
 def test_postprocess_null_answer(qa_tokenizer: Any, qa_ds: datasets.Dataset) -> None:
     feats = prepare_qa_eval(qa_ds, qa_tokenizer, max_length=MAX_LENGTH, doc_stride=STRIDE)
     starts, ends = _gold_logits(feats)

@@ -365,6 +365,7 @@ def postprocess_qa(
     null_score_diff_threshold: float = 0.0,
     id_column: str = "id",
     context_column: str = "context",
+    top_k: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Pick the best answer span of each example over all its windows.
 
@@ -383,6 +384,7 @@ def postprocess_qa(
         id_column: Example id column (row index as a string if absent, like
             :func:`prepare_qa_eval`).
         context_column: Context column.
+        top_k: When > 1, also return the ``top_k`` best distinct spans as ``"top_k"``.
 
     Returns:
         ``{example_id: {"text": str, "score": float, "start": char offset or -1}}``; an
@@ -408,6 +410,7 @@ def postprocess_qa(
     predictions: dict[str, dict[str, Any]] = {}
     for eid, context in zip(ids, contexts, strict=True):
         best: dict[str, Any] | None = None
+        spans: dict[tuple[int, int], float] = {}  # (start char, end char) -> best score
         null_score: float | None = None
         for k in by_example.get(eid, []):
             offsets = feat["offset_mapping"][k]
@@ -427,6 +430,9 @@ def postprocess_qa(
                     if offsets[e][0] < 0 or e < s or e - s + 1 > max_answer_length:
                         continue
                     score = float(start[s] + end[e])
+                    if top_k > 1:
+                        key = (int(offsets[s][0]), int(offsets[e][1]))
+                        spans[key] = max(score, spans.get(key, float("-inf")))
                     if best is None or score > best["score"]:
                         best = {"score": score, "start": int(offsets[s][0]),
                                 "end": int(offsets[e][1])}  # fmt: skip
@@ -437,4 +443,8 @@ def postprocess_qa(
         else:
             text = context[best["start"] : best["end"]]
             predictions[eid] = {"text": text, "score": best["score"], "start": best["start"]}
+        if top_k > 1:
+            ranked = sorted(spans.items(), key=lambda kv: -kv[1])[:top_k]
+            predictions[eid]["top_k"] = [
+                {"text": context[a:b], "score": score, "start": a} for (a, b), score in ranked]
     return predictions

@@ -125,7 +125,8 @@ class QuestionAnsweringTask:
     @torch.no_grad()
     def _spans(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
                examples: datasets.Dataset, device: Any, autocast: Any = None,
-               batch_size: int = 64, split_name: str = "predict") -> dict[str, dict[str, Any]]:
+               batch_size: int = 64, split_name: str = "predict",
+               top_k: int = 1) -> dict[str, dict[str, Any]]:
         """Best span per example id, over all windows, logits streamed per batch."""
         features = prepare_qa_eval(
             examples, tokenizer, max_length=info.get("max_length", 384),
@@ -151,7 +152,7 @@ class QuestionAnsweringTask:
             examples, features, starts, ends, n_best=info["n_best"],
             max_answer_length=info["max_answer_length"],
             allow_unanswerable=info["allow_unanswerable"], id_column=info["id_column"],
-            context_column=info["context_column"])
+            context_column=info["context_column"], top_k=top_k)
 
     def report(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
@@ -187,7 +188,10 @@ class QuestionAnsweringTask:
 
     def predict(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
                 records: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
-        """Best answer span (text, score, start char in the context) per question."""
+        """Best answer span (text, score, start char in the context) per question.
+
+        With ``top_k > 1`` each row also lists the ``top_k`` best distinct spans.
+        """
         q, c = info["question_column"], info["context_column"]
         for record in records:
             if q not in record or c not in record:
@@ -198,7 +202,13 @@ class QuestionAnsweringTask:
             q: [str(r[q]) for r in records], c: [str(r[c]) for r in records]})
         device = next(model.parameters()).device
         preds = self._spans(model, tokenizer, info, examples, device,
-                            batch_size=max(len(records), 1))
-        return [{"question": r[q], "answer": preds[str(k)]["text"],
-                 "score": preds[str(k)]["score"], "start": preds[str(k)]["start"]}
-                for k, r in enumerate(records)]
+                            batch_size=max(len(records), 1), top_k=top_k)
+        rows = []
+        for k, r in enumerate(records):
+            pred = preds[str(k)]
+            row = {"question": r[q], "answer": pred["text"], "score": pred["score"],
+                   "start": pred["start"]}
+            if top_k > 1:
+                row["top_k"] = pred["top_k"]
+            rows.append(row)
+        return rows
