@@ -6,7 +6,27 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+
+def word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A BERT-style tokenizer over a fixed vocabulary: specials, then ``words`` in order.
+
+    No training, so token ids never change between runs.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+                                         *words])}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]",
+                                   unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                                   mask_token="[MASK]")
 
 
 def save_word_encoder(root: Path, words: Iterable[str]) -> Path:
@@ -17,21 +37,7 @@ def save_word_encoder(root: Path, words: Iterable[str]) -> Path:
     Hidden 64 / 4 heads: at 32 / 2 heads a random-init encoder sometimes sits on a loss
     plateau for hundreds of steps depending on the seed.
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab_words = sorted({w.lower() for w in words})
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-                                         *vocab_words])}
-    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]",
-                                  unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                                  mask_token="[MASK]")
+    tok = word_tokenizer(sorted({w.lower() for w in words}))
     tok.save_pretrained(root)
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,

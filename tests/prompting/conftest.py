@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,9 @@ from transformers import (
     BertForMaskedLM,
     LlamaConfig,
     LlamaForCausalLM,
-    PreTrainedTokenizerFast,
 )
+
+from tests.finetune.conftest import word_tokenizer
 
 POSITIVE = ["good", "great", "fun", "nice", "lovely"]
 NEGATIVE = ["bad", "terrible", "boring", "awful", "dull"]
@@ -24,22 +24,6 @@ TEMPLATE_WORDS = ["it", "was", "review", "sentiment", "negative", "positive", "t
                   "very", "n/a", "all", "is", ".", ":", "/"]
 # "terrible" is left out on purpose: it becomes two pieces, terr + ##ible (multi-token word).
 VOCAB = sorted({*POSITIVE, *NEGATIVE, *NOUNS, *TEMPLATE_WORDS, "terr", "##ible"} - {"terrible"})
-
-
-def word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
-    """A fixed WordPiece vocabulary (no training: ids never change between runs)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-                                         *words])}
-    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
 def save_mlm(root: Path) -> Path:
