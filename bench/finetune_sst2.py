@@ -58,8 +58,9 @@ def main() -> None:
     ours = json.loads((work / "lmforge" / "summary.json").read_text())
 
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "bench" / "hf_trainer_glue.py"), str(data),
-                    str(work / "peer"), str(args.epochs), json.dumps(HP)],
+    subprocess.run([sys.executable, str(ROOT / "bench" / "hf_trainer_cls.py"), str(data),
+                    str(work / "peer"), str(args.epochs),
+                    json.dumps({**HP, "text_column": "sentence", "num_labels": 2})],
                    env=ENV, check=True, capture_output=True)
     peer_wall = time.perf_counter() - t0
     peer = json.loads((work / "peer" / "bench_summary.json").read_text())

@@ -1,11 +1,12 @@
 """The peer for text classification: a plain `Trainer` script in the `run_glue.py` style.
 
-Compared with `lmforge finetune` by `bench/finetune_tasks.py` (TREC, ChnSentiCorp): same
-model, same train / dev files, epochs, seed and hyper-parameters. Like `run_glue.py` it pads
-every example to `max_length` (its default `pad_to_max_length=True`), trains in fp32 with
-`Trainer` defaults (AdamW betas (0.9, 0.999), eps 1e-8, linear decay) and evaluates once
-after training. Dev accuracy and macro-F1 (scikit-learn) are written with the wall time of
-`trainer.train()` to OUT_DIR/bench_summary.json.
+Compared with `lmforge finetune` by `bench/finetune_tasks.py` (TREC, ChnSentiCorp) and
+`bench/finetune_sst2.py` (SST-2): same model, same train / dev files, epochs, seed and
+hyper-parameters. Like `run_glue.py` it pads every example to `max_length` (its default
+`pad_to_max_length=True`), trains in fp32 with `Trainer` defaults (AdamW betas
+(0.9, 0.999), eps 1e-8, linear decay) and evaluates once after training. Dev accuracy and
+macro-F1 (scikit-learn) are written with the wall time of `trainer.train()` to
+OUT_DIR/bench_summary.json.
 
 Usage: hf_trainer_cls.py DATA_DIR OUT_DIR EPOCHS HP_JSON
   DATA_DIR holds train.tsv and dev.tsv (header row, tab-separated);
