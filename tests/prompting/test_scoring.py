@@ -24,6 +24,7 @@ from lmforge.prompting.scoring import (
     causal_prompts,
     causal_scores,
     cloze_scores,
+    common_prefix_length,
     continuation_logprobs,
     label_probs,
     naive_continuation_logprobs,
@@ -107,6 +108,26 @@ def test_prefix_cache_path_equals_naive_full_sequence(which: str, llama_dir: Pat
         slow = naive_continuation_logprobs(model, prompts, words)
         np.testing.assert_allclose(fast, slow, atol=1e-5)
         assert lengths.tolist() == [1, 2, 3, 1]
+
+
+@pytest.mark.parametrize("which", ["llama", "gpt2"])
+def test_shared_prefix_cache_equals_naive_full_sequence(which: str, llama_dir: Path) -> None:
+    """A common prefix (the demonstrations) is run once; scores must not change."""
+    model = AutoModelForCausalLM.from_pretrained(llama_dir).eval() if which == "llama" \
+        else _gpt2()
+    prefix = [2, 3, 4, 5, 6, 19, 27, 28]
+    prompts = [prefix + s for s in ([7, 8, 9], [10], [11, 12, 13, 14, 15], [17, 18])]
+    words = [[20], [21, 22], [23, 24, 25]]
+    assert common_prefix_length(prompts) == len(prefix)
+    assert common_prefix_length([[1, 2], [1, 2, 3]]) == 1  # each prompt keeps a token
+    slow = naive_continuation_logprobs(model, prompts, words)
+    for batch_size in (1, 3):
+        shared, _ = continuation_logprobs(model, prompts, words, pad_id=0,
+                                          batch_size=batch_size, min_shared_prefix=4)
+        unshared, _ = continuation_logprobs(model, prompts, words, pad_id=0,
+                                            batch_size=batch_size, min_shared_prefix=10**6)
+        np.testing.assert_allclose(shared, slow, atol=1e-5)
+        np.testing.assert_allclose(unshared, slow, atol=1e-5)
 
 
 def test_causal_scores_match_direct_log_likelihood(llama_dir: Path) -> None:

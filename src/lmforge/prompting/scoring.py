@@ -12,7 +12,10 @@ words from being penalised for their length.
 Causal LM: ``s(y | x) = sum_t log p(v(y)_t | prompt, v(y)_<t)`` (divided by the word length
 with ``length_normalize``). The prompt is run once with ``use_cache`` and every label word is
 scored from its KV cache: single-token words need no second pass at all, longer words one
-batched pass over ``batch x words`` short continuations.
+batched pass over ``batch x words`` short continuations. When all prompts share a long
+token prefix (the chat header and one seeded set of in-context demonstrations), that prefix
+is run once and its KV cache reused by every batch, so a 500-token demonstration block costs
+one forward pass instead of one per input.
 
 A label with several words scores ``log mean_w exp(s_w)`` (the mean of the word
 probabilities), and p(y | x) is the softmax of the label scores over the labels.
@@ -23,6 +26,7 @@ slot) so the slot position is exact and only the input text is cut to ``max_leng
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -324,12 +328,15 @@ def causal_prompts(encoder: Encoder, template: Template, texts: Sequence[str],
 
 @torch.no_grad()
 def continuation_logprobs(model: Any, prompts: Sequence[list[int]], words: Sequence[list[int]],
-                          pad_id: int, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+                          pad_id: int, batch_size: int = 16,
+                          min_shared_prefix: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Sum of log p(word tokens | prompt) for every (prompt, word), with the prompt's KV cache.
 
     Prompts are left-padded (so the last position predicts the first word token for every
     row) with explicit position ids, run once; the cache is repeated per word and the word
     tokens but the last are run in one more pass when some word has more than one token.
+    A token prefix common to all prompts (at least ``min_shared_prefix`` tokens) is run
+    once and its cache shared.
 
     Returns:
         (N, W) summed log-probs and (W,) word lengths.
@@ -340,12 +347,28 @@ def continuation_logprobs(model: Any, prompts: Sequence[list[int]], words: Seque
     first = torch.tensor([w[0] for w in words])
     longest = int(lengths.max())
     n_words = len(words)
+    shared = common_prefix_length(prompts) if len(prompts) > 1 else 0
+    prefix_cache = None
+    if shared < min_shared_prefix:
+        shared = 0
+    else:  # (1, P) prefix run once; every batch continues from a copy of its cache
+        res0 = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True)
+        prefix_cache = res0.cache if getattr(res0, "cache", None) is not None \
+            else res0.past_key_values
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        ids, attn = _pad([prompts[i] for i in idx], pad_id, left=True)  # (B, T)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        ids, attn = _pad([prompts[i][shared:] for i in idx], pad_id, left=True)  # (B, T)
+        extra: dict[str, Any] = {}
+        if prefix_cache is not None:
+            # prefix | left padding | suffix: the padding holes are masked out, and the
+            # positions continue from the prefix, so every row sees its own full prompt
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(idx))
+            extra["cache"] = cache
+            attn = torch.cat([torch.ones((len(idx), shared), dtype=attn.dtype), attn], 1)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, shared:]
         res = model(input_ids=ids, attention_mask=attn, position_ids=pos,
-                    use_cache=longest > 1, logits_to_keep=1)
+                    use_cache=longest > 1, logits_to_keep=1, **extra)
         logp0 = F.log_softmax(res.logits[:, -1].float(), -1)  # (B, V)
         total = logp0[:, first]  # (B, W)
         if longest > 1:
@@ -369,6 +392,16 @@ def continuation_logprobs(model: Any, prompts: Sequence[list[int]], words: Seque
             total = total + picked.sum(-1).view(b, n_words)
         out[idx] = total.double().numpy()
     return out, lengths
+
+
+def common_prefix_length(prompts: Sequence[list[int]]) -> int:
+    """Tokens shared by the start of every prompt, leaving each at least one of its own."""
+    limit = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return max(n, 0)
 
 
 @torch.no_grad()
