@@ -89,3 +89,21 @@ def test_bad_templates_give_one_line_errors(tmp_path: Path, mlm_dir: Path, senti
                  f"templates={path}"])
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert code == 2 and len(errors) == 1 and message in errors[0]
+
+
+def test_mask_position_logits_equal_the_full_mlm_logits(mlm_dir: Path) -> None:
+    """The head-on-mask-only shortcut gives the same numbers as the full forward pass."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from lmforge.prompting.fewshot import mask_position_logits
+
+    model = AutoModelForMaskedLM.from_pretrained(mlm_dir).eval()
+    assert hasattr(model, "cls")  # the shortcut path, not the fallback
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 9, 3, 0]])
+    attn = (ids != 0).long()
+    pos = torch.tensor([3, 1])
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=attn).logits[torch.arange(2), pos]
+        fast = mask_position_logits(model, ids, attn, pos)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)

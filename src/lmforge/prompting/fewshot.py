@@ -68,6 +68,29 @@ def label_word_matrix(encoder: Encoder, template: Template,
     return ids, mask
 
 
+MLM_HEADS = ("cls", "lm_head")  # BERT-family / RoBERTa-family heads: hidden -> vocab logits
+
+
+def mask_position_logits(model: nn.Module, input_ids: torch.Tensor,
+                         attention_mask: torch.Tensor, mask_pos: torch.Tensor) -> torch.Tensor:
+    """(B, V) vocabulary logits at one position per row.
+
+    The MLM head (transform + a V-way decoder, V ~ 30k-50k) dominates the cost of a short
+    prompt if it runs on every token, so for BERT- and RoBERTa-style models the encoder
+    runs alone and the head only on the (B, H) mask states. Other architectures fall back
+    to the full ``logits`` (same numbers, more work).
+    """
+    rows = torch.arange(len(mask_pos), device=input_ids.device)
+    head = next((getattr(model, n) for n in MLM_HEADS if isinstance(getattr(model, n, None),
+                                                                   nn.Module)), None)
+    base = getattr(model, "base_model", None)
+    if head is not None and base is not None and base is not model:
+        hidden = base(input_ids=input_ids, attention_mask=attention_mask)[0]  # (B, T, H)
+        return head(hidden[rows, mask_pos][:, None])[:, 0]  # (B, V)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
+    return logits[rows, mask_pos]
+
+
 class PromptObjective(nn.Module):
     """Cross-entropy over the label words' logits at the [MASK] of a ``*ForMaskedLM``.
 
@@ -86,9 +109,8 @@ class PromptObjective(nn.Module):
     def label_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      mask_pos: torch.Tensor) -> torch.Tensor:
         """(B, C) label logits: log mean_w exp(logit of word w) at the mask position."""
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        at_mask = logits[torch.arange(len(mask_pos)), mask_pos].float()  # (B, V)
-        words = at_mask[:, self.word_ids]  # (B, C, W)
+        at_mask = mask_position_logits(self.model, input_ids, attention_mask, mask_pos)
+        words = at_mask.float()[:, self.word_ids]  # (B, C, W)
         words = words.masked_fill(~self.word_mask, float("-inf"))
         return torch.logsumexp(words, -1) - self.word_mask.sum(-1).log()
 
