@@ -97,3 +97,38 @@ def test_key_values_after_options_are_kept(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(cli, "_resolve", fake_resolve)
     assert main(["predict", "runs/x", "--output-dir", "out", "top_k=2"]) == 2
     assert seen == {"overrides": ["runs/x", "top_k=2"], "output_dir": "out"}
+
+
+def test_load_report_table_is_dropped_unless_debug(tmp_path: Path) -> None:
+    """transformers' LOAD REPORT table is filtered; lmforge's own one-line notes are kept."""
+    import logging
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from lmforge.cli import drop_load_report, quiet_libraries
+
+    config = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32)
+    BertForSequenceClassification(config).bert.save_pretrained(tmp_path)
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        logger.removeFilter(drop_load_report)
+        BertForSequenceClassification.from_pretrained(tmp_path)  # new classifier head
+        assert any("LOAD REPORT" in r.getMessage() for r in records)
+        records.clear()
+        quiet_libraries(debug=False, interactive=True)
+        BertForSequenceClassification.from_pretrained(tmp_path)
+        assert not any("LOAD REPORT" in r.getMessage() for r in records)
+        logger.warning("other warnings still pass")
+        assert [r.getMessage() for r in records] == ["other warnings still pass"]
+    finally:
+        logger.removeHandler(handler)
+        logger.removeFilter(drop_load_report)

@@ -166,6 +166,31 @@ def _print_summary(summary: dict[str, Any]) -> None:
             print(f"  {key}: {fmt(value)}")
 
 
+def drop_load_report(record: logging.LogRecord) -> bool:
+    """Logging filter: False for transformers' multi-line ``LOAD REPORT`` table.
+
+    lmforge logs its own one line when a head is new (``models.build``), so the table (a
+    screenful per model load, most of it "can be ignored") is only shown with ``--debug``.
+    """
+    return "LOAD REPORT" not in record.getMessage()
+
+
+def quiet_libraries(debug: bool, interactive: bool) -> None:
+    """Trim library noise: the load-report table unless ``debug``, and the per-file
+    loading / dataset progress bars when stderr is not a terminal (log files, CI)."""
+    if debug:
+        return
+    logger = logging.getLogger("transformers.modeling_utils")
+    if drop_load_report not in logger.filters:
+        logger.addFilter(drop_load_report)
+    if not interactive:
+        import datasets
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lmforge`` console script; returns the exit code."""
     parser = build_parser()
@@ -184,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "fsspec", "jieba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries(debug=args.debug, interactive=sys.stderr.isatty())
     try:
         job = _resolve(args)
         summary = args.command.load()(job, resume=args.resume)
