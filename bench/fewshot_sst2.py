@@ -5,16 +5,17 @@ per class sampled from SST-2 train; the dev set picks the best checkpoint (every
 steps, batch 8); accuracy and macro-F1 on the full SST-2 dev set (872), mean and std over
 seeds 13, 21, 42, 87, 100. Both methods see exactly the same samples and hyperparameters.
 
-Model choice: no masked LM with a trained MLM head installs offline here, so both methods
-start from MiniLM-L6 (`all-minilm-l6-v2`, a BERT). Loaded into `BertForMaskedLM`, its
-decoder is tied to the (trained) word embeddings, so only the head's transform layer
-(dense + LayerNorm) and the output bias are new; prompt-based fine-tuning trains them with
-the encoder, and the label words' embeddings ("great" / "terrible") give the classifier a
-meaningful start that a random classification head lacks. The encoder was trained as a
-sentence embedder (not as an MLM), so absolute numbers are below LM-BFF's RoBERTa-large.
+Model choice: no masked LM with a trained MLM head installs offline here. The default,
+MiniLM-L6 (`all-minilm-l6-v2`, a BERT trained as a sentence embedder), loaded into
+`BertForMaskedLM` has its decoder tied to the trained word embeddings, but the head's
+transform layer (dense + LayerNorm) is new and random, so the label words do not give
+prompt-based fine-tuning the head start they give LM-BFF's RoBERTa-large. `--model RUN_DIR`
+takes a masked LM pretrained with `lmforge pretrain` instead (trained head, small model),
+e.g. the BERT-mini of `scripts/demo-pretrain.sh` (tweets).
 
 Usage: .venv/bin/python bench/fewshot_sst2.py [--shots 16] [--seeds 13,21,42,87,100]
        [--steps 1000] [--eval-every 100] [--lr 1e-5] [--max-eval N] [--template it_was]
+       [--model all-minilm-l6-v2|MLM_RUN_DIR] [--tag NAME]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--model", default="all-minilm-l6-v2")
     parser.add_argument("--template", default="it_was")
+    parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -72,14 +74,15 @@ def main() -> None:
     summary["settings"] = vars(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "fewshot_sst2.json").write_text(json.dumps(summary, indent=2, default=str))
+    name = f"fewshot_sst2-{args.tag}" if args.tag else "fewshot_sst2"
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str))
     table = (run_dir / "results.md").read_text()
     md = [f"# SST-2, {args.shots} examples per class, {len(args.seeds.split(','))} seeds "
           f"({args.model}, {args.steps} steps, lr {args.lr})", "",
           f"Accuracy / macro-F1 (%) on {summary['examples']} SST-2 dev sentences, mean and "
           "std over seeds.", "", table,
           f"Wall time {summary['wall_seconds']} s."]
-    (out / "fewshot_sst2.md").write_text("\n".join(md) + "\n")
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
