@@ -8,12 +8,13 @@ seeded 10% of train is held out, and demonstrations come from the other 90%). Te
 the per-template label probabilities), contextual calibration (Zhao et al. 2021) and the
 majority-class baseline; in-context runs use k demonstrations per class, one seeded sample.
 
-`--sum-logprob` scores a multi-token label word by its summed token log-probs instead of
-their mean (the mean favours words whose later tokens are predictable, e.g. TREC's
-"ab|brev|iation"); results then go to `prompt_smollm2-sum.{json,md}`.
+Label words are scored by their log-likelihood (the sum of their token log-probs, lmforge's
+default for causal LMs); `--mean-logprob` uses the mean instead (`length_normalize=true`,
+which favours words whose later tokens are predictable, e.g. TREC's "ab|brev|iation") and
+writes `prompt_smollm2-mean.{json,md}`.
 
 Usage: .venv/bin/python bench/prompt_smollm2.py [--tasks sst2,trec] [--max-eval 300]
-       [--shots 4] [--batch-size 16] [--no-chat] [--sum-logprob]
+       [--shots 4] [--batch-size 16] [--no-chat] [--mean-logprob]
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--no-chat", action="store_true", help="plain prompts, no chat template")
-    parser.add_argument("--sum-logprob", action="store_true",
-                        help="length_normalize=false: sum of the label tokens' log-probs")
+    parser.add_argument("--mean-logprob", action="store_true",
+                        help="length_normalize=true: mean of the label tokens' log-probs")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
 
@@ -58,10 +59,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="lmforge-prompt-"))
     results: dict = {"model": args.model, "chat_template": not args.no_chat,
-                     "length_normalize": not args.sum_logprob,
+                     "length_normalize": args.mean_logprob,
                      "shots_per_class": args.shots, "max_eval": args.max_eval, "tasks": {}}
     md = [f"# Prompting {args.model} ({'chat template' if not args.no_chat else 'plain'}, "
-          f"label words scored by the {'sum' if args.sum_logprob else 'mean'} of their token "
+          f"label words scored by the {'mean' if args.mean_logprob else 'sum'} of their token "
           "log-probs)", ""]
     for task in args.tasks.split(","):
         folder, column, extra = TASKS[task]
@@ -73,7 +74,7 @@ def main() -> None:
                          f"model.pretrained={args.model}", f"mode={mode}", "calibrate=true",
                          f"shots={args.shots}", f"batch_size={args.batch_size}",
                          f"max_length={args.max_length}", f"chat_template={not args.no_chat}",
-                         f"length_normalize={not args.sum_logprob}",
+                         f"length_normalize={args.mean_logprob}",
                          f"output_dir={work / f'{task}-{mode}'}"]
             if args.max_eval:
                 overrides.append(f"max_examples={args.max_eval}")
@@ -86,7 +87,7 @@ def main() -> None:
                    f"{summary['wall_seconds']} s)", "", results_table(summary), ""]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "prompt_smollm2-sum" if args.sum_logprob else "prompt_smollm2"
+    name = "prompt_smollm2-mean" if args.mean_logprob else "prompt_smollm2"
     (out / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -107,3 +107,36 @@ def test_mask_position_logits_equal_the_full_mlm_logits(mlm_dir: Path) -> None:
         full = model(input_ids=ids, attention_mask=attn).logits[torch.arange(2), pos]
         fast = mask_position_logits(model, ids, attn, pos)
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "setting", "expected"),
+                         [("mlm", None, True), ("causal", None, False),
+                          ("causal", True, True), ("mlm", False, False)])
+def test_length_normalize_default_depends_on_the_lm(monkeypatch: pytest.MonkeyPatch, kind: str,
+                                                    setting: bool | None,
+                                                    expected: bool) -> None:
+    """None means the mean for cloze (independent masks) and the sum for causal LMs."""
+    import numpy as np
+
+    from lmforge.config import build_config
+    from lmforge.prompting import command
+    from lmforge.prompting.settings import PromptJob
+
+    seen: dict[str, bool] = {}
+
+    def fake_scores(*args: object, length_normalize: bool, **kwargs: object) -> np.ndarray:
+        seen["normalize"] = length_normalize
+        return np.zeros((1, 2))
+
+    monkeypatch.setattr(command, "cloze_scores", fake_scores)
+    monkeypatch.setattr(command, "causal_scores", fake_scores)
+    overrides = [] if setting is None else [f"length_normalize={str(setting).lower()}"]
+    job = build_config(PromptJob, None, overrides)
+
+    class Tok:
+        def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
+            return {"input_ids": [1] if add_special_tokens is False else [0, 1, 2]}
+
+    scorer = command.Scorer(job, model=None, tokenizer=Tok(), kind=kind, labels=["0", "1"])
+    scorer.probs(template=None, texts=["x"])  # type: ignore[arg-type]
+    assert seen["normalize"] is expected

@@ -86,14 +86,19 @@ class Scorer:
               contexts: list[str] | None = None) -> np.ndarray:
         """(N, C) label probabilities p(y | x) under ``template``."""
         job = self.job
+        # None: mean for cloze (the n masks are predicted independently, so a sum would
+        # punish long words), sum for causal LMs (the exact log-likelihood; a mean inflates
+        # words whose later tokens are predictable, e.g. ab|brev|iation)
+        normalize = job.length_normalize if job.length_normalize is not None \
+            else self.kind == "mlm"
         if self.kind == "mlm":
             scores = cloze_scores(self.model, self.encoder, template, self.labels, texts,
                                   contexts, batch_size=job.batch_size,
-                                  length_normalize=job.length_normalize)
+                                  length_normalize=normalize)
         else:
             scores = causal_scores(self.model, self.encoder, template, self.labels, texts,
                                    contexts, batch_size=job.batch_size,
-                                   length_normalize=job.length_normalize,
+                                   length_normalize=normalize,
                                    chat=job.chat_template, system_prompt=job.system_prompt)
         return label_probs(scores)
 

@@ -9,8 +9,9 @@ verbalizer v, ``s(y | x) = log p([MASK] = v(y) | T(x))``. A label word of n toke
 decoding: a single pass per distinct word length keeps it cheap, and the mean keeps long
 words from being penalised for their length.
 
-Causal LM: ``s(y | x) = sum_t log p(v(y)_t | prompt, v(y)_<t)`` (divided by the word length
-with ``length_normalize``). The prompt is run once with ``use_cache`` and every label word is
+Causal LM: ``s(y | x) = sum_t log p(v(y)_t | prompt, v(y)_<t)``, the word's log-likelihood
+(divided by the word length with ``length_normalize``, which favours words whose later tokens
+are predictable). The prompt is run once with ``use_cache`` and every label word is
 scored from its KV cache: single-token words need no second pass at all, longer words one
 batched pass over ``batch x words`` short continuations. When all prompts share a long
 token prefix (the chat header and one seeded set of in-context demonstrations), that prefix
@@ -419,7 +420,7 @@ def naive_continuation_logprobs(model: Any, prompts: Sequence[list[int]],
 
 def causal_scores(model: Any, encoder: Encoder, template: Template, labels: Sequence[str],
                   texts: Sequence[str], contexts: Sequence[str] | None = None, *,
-                  batch_size: int = 16, length_normalize: bool = True, chat: bool = False,
+                  batch_size: int = 16, length_normalize: bool = False, chat: bool = False,
                   system_prompt: str | None = None) -> np.ndarray:
     """Label scores ``log p(v(y) | prompt(x))`` of a causal LM (see the module docstring).
 

@@ -33,8 +33,10 @@ class PromptJob:
     max_examples: int | None = opt(None, "Evaluate on a seeded sample of at most N examples.")
     batch_size: int = opt(16, "Prompts per forward pass.")
     max_length: int = opt(256, "Longest prompt in tokens (input texts are cut to fit).")
-    length_normalize: bool = opt(True, "Score a multi-token label word by its mean token "
-                                       "log-prob (false: the sum).")
+    length_normalize: bool | None = opt(None, "Score a multi-token label word by the mean "
+                                              "(true) or the sum (false) of its token "
+                                              "log-probs; None: mean for masked LMs (parallel "
+                                              "masks), sum for causal LMs (the likelihood).")
     chat_template: bool = opt(False, "Causal LMs: wrap the prompt in the tokenizer's chat "
                                      "template (instruction models such as SmolLM2-Instruct).")
     system_prompt: str | None = opt(None, "System message for chat_template (None: the "
