@@ -250,10 +250,11 @@ def tokenizer_stats(data: Path, text_column: str, max_length: int,
 # ---------------------------------------------------------------------------- runs
 
 
-def lmforge_args(task: str, data: Path, out: Path, epochs: float,
-                 cache: Path, model: str = "all-minilm-l6-v2") -> list[str]:
-    """`python -m lmforge finetune ...` with the task's columns and the shared settings."""
-    hp = HP[task]
+def lmforge_args(task: str, data: Path, out: Path, epochs: float, cache: Path,
+                 model: str = "all-minilm-l6-v2", hp: dict[str, Any] | None = None) -> list[str]:
+    """`python -m lmforge finetune ...` with the task's columns and the shared settings
+    (``hp``: the hyperparameters the peer gets too; default the task's)."""
+    hp = hp or HP[task]
     args = [sys.executable, "-m", "lmforge", "finetune", f"data.path={data}",
             f"model.pretrained={model}", f"train.epochs={epochs}",
             f"train.batch_size={hp['batch_size']}", f"train.lr={hp['lr']}",
@@ -354,6 +355,8 @@ def bench_task(task: str, args: argparse.Namespace, env: dict[str, str],
     else:
         sizes = prepare_quoref(data, args.max_train, args.max_dev)
     hp = {**HP[task], "model": model_path(args.model)}
+    if args.lr is not None:
+        hp["lr"] = args.lr
     result: dict[str, Any] = {"task": task, "data": sizes, "epochs": args.epochs,
                               "model": args.model, "hyperparameters": hp}
     if task in ("trec", "chnsenticorp"):
@@ -361,7 +364,7 @@ def bench_task(task: str, args: argparse.Namespace, env: dict[str, str],
                                                     args.model)
 
     ours_dir = work / task / "lmforge"
-    cmd = lmforge_args(task, data, ours_dir, args.epochs, work / task / "cache", args.model)
+    cmd = lmforge_args(task, data, ours_dir, args.epochs, work / task / "cache", args.model, hp)
     wall, rc = run(cmd, env, work / task / "lmforge.log")
     result["lmforge_command"] = " ".join(cmd[1:])
     if rc == 0:
@@ -440,6 +443,8 @@ def main() -> None:
     parser.add_argument("--model", default="all-minilm-l6-v2",
                         help="both sides start from this model (builtin name, folder or "
                              "lmforge run directory); default MiniLM-L6")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate for both sides (default: the task's, 5e-5)")
     parser.add_argument("--tag", default="", help="suffix of the result file name")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()

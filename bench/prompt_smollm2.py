@@ -11,7 +11,8 @@ majority-class baseline; in-context runs use k demonstrations per class, one see
 Label words are scored by their log-likelihood (the sum of their token log-probs, lmforge's
 default for causal LMs); `--mean-logprob` uses the mean instead (`length_normalize=true`,
 which favours words whose later tokens are predictable, e.g. TREC's "ab|brev|iation") and
-writes `prompt_smollm2-mean.{json,md}`.
+writes `prompt_smollm2-mean.{json,md}`. With `--tasks` other than both, the task names are
+appended to the file name (`prompt_smollm2-trec.md`).
 
 Usage: .venv/bin/python bench/prompt_smollm2.py [--tasks sst2,trec] [--max-eval 300]
        [--shots 4] [--batch-size 16] [--no-chat] [--mean-logprob]
@@ -87,7 +88,8 @@ def main() -> None:
                    f"{summary['wall_seconds']} s)", "", results_table(summary), ""]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "prompt_smollm2-mean" if args.mean_logprob else "prompt_smollm2"
+    name = "prompt_smollm2" + ("-mean" if args.mean_logprob else "") + \
+        ("" if args.tasks == "sst2,trec" else "-" + args.tasks.replace(",", "-"))
     (out / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
