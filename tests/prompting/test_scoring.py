@@ -121,6 +121,11 @@ def test_shared_prefix_cache_equals_naive_full_sequence(which: str, llama_dir: P
     assert common_prefix_length(prompts) == len(prefix)
     assert common_prefix_length([[1, 2], [1, 2, 3]]) == 1  # each prompt keeps a token
     slow = naive_continuation_logprobs(model, prompts, words)
+    one_token = [[20], [26]]  # no continuation pass: the suffix pass runs without use_cache
+    fast, _ = continuation_logprobs(model, prompts, one_token, pad_id=0, batch_size=3,
+                                    min_shared_prefix=4)
+    np.testing.assert_allclose(fast, naive_continuation_logprobs(model, prompts, one_token),
+                               atol=1e-5)
     for batch_size in (1, 3):
         shared, _ = continuation_logprobs(model, prompts, words, pad_id=0,
                                           batch_size=batch_size, min_shared_prefix=4)
