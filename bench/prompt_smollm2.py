@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,13 +78,11 @@ def main() -> None:
                          f"output_dir={work / f'{task}-{mode}'}"]
             if args.max_eval:
                 overrides.append(f"max_examples={args.max_eval}")
-            t0 = time.perf_counter()
             summary = run_prompt(build_config(PromptJob, None, overrides))
-            summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
             results["tasks"].setdefault(task, {})[mode] = summary
             title = "zero-shot" if mode == "zero_shot" else f"in-context, {args.shots}/class"
             md += [f"## {task}: {title} ({summary['examples']} examples, "
-                   f"{summary['wall_seconds']} s)", "", results_table(summary), ""]
+                   f"{summary['seconds']:.1f} s)", "", results_table(summary), ""]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "prompt_smollm2" + ("-mean" if args.mean_logprob else "") + \

@@ -353,9 +353,8 @@ def continuation_logprobs(model: Any, prompts: Sequence[list[int]], words: Seque
     if shared < min_shared_prefix:
         shared = 0
     else:  # (1, P) prefix run once; every batch continues from a copy of its cache
-        res0 = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True)
-        prefix_cache = res0.cache if getattr(res0, "cache", None) is not None \
-            else res0.past_key_values
+        prefix_cache = _returned_cache(model(input_ids=torch.tensor([prompts[0][:shared]]),
+                                             use_cache=True))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         ids, attn = _pad([prompts[i][shared:] for i in idx], pad_id, left=True)  # (B, T)
@@ -374,8 +373,7 @@ def continuation_logprobs(model: Any, prompts: Sequence[list[int]], words: Seque
         total = logp0[:, first]  # (B, W)
         if longest > 1:
             b = len(idx)
-            cache = res.cache if getattr(res, "cache", None) is not None \
-                else res.past_key_values
+            cache = _returned_cache(res)
             cache.batch_repeat_interleave(n_words)  # (B*W, ...): row b*W + w
             cont = [w[:-1] + [pad_id] * (longest - len(w)) for w in words]  # (W, L-1)
             cont_ids = torch.tensor(cont).repeat(b, 1)  # (B*W, L-1)
@@ -395,6 +393,13 @@ def continuation_logprobs(model: Any, prompts: Sequence[list[int]], words: Seque
     return out, lengths
 
 
+def _returned_cache(output: Any) -> Any:
+    """The KV cache a forward pass returned (``cache`` in transformers 5, else
+    ``past_key_values``)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 def common_prefix_length(prompts: Sequence[list[int]]) -> int:
     """Tokens shared by the start of every prompt, leaving each at least one of its own."""
     limit = min(len(p) for p in prompts) - 1
@@ -402,7 +407,7 @@ def common_prefix_length(prompts: Sequence[list[int]]) -> int:
     n = 0
     while n < limit and all(p[n] == first[n] for p in prompts):
         n += 1
-    return max(n, 0)
+    return n
 
 
 @torch.no_grad()
