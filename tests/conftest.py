@@ -75,6 +75,18 @@ def bpe_dir(corpus_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return _train(corpus_file, tmp_path_factory.mktemp("bpe") / "tokenizer", "bpe", 400)
 
 
+def pytest_report_header() -> str:
+    """Say which precision ``train.precision=auto`` resolves to in this session."""
+    import torch
+
+    from lmforge.engine.precision import AUTO_PRECISION_ENV, cpu_supports_bf16, resolve_precision
+
+    forced = os.environ.get(AUTO_PRECISION_ENV)
+    return (f"lmforge: precision auto -> {resolve_precision('auto', torch.device('cpu'))} "
+            f"(CPU bf16 units: {'yes' if cpu_supports_bf16() else 'no'}; "
+            f"{AUTO_PRECISION_ENV}={forced or 'unset'})")
+
+
 TINY_TRAIN = ["train.batch_size=8", "train.log_every=1", "train.eval_max_batches=2",
               "data.max_length=32", "model.size=tiny", "track.progress=false",
               "train.lr=2e-3", "train.warmup_ratio=0"]

@@ -42,6 +42,7 @@ def test_tokenizer_train_help(capsys: pytest.CaptureFixture[str]) -> None:
     (["pretrain", "-c", "/nonexistent.yaml"], "not found"),
     (["evaluate"], "set run=RUN_DIR"),
     (["pretrain", "--resume"], "--resume needs the run"),
+    (["finetune", "train.epochs=-3"], "set train.epochs > 0 or train.max_steps"),
 ])
 def test_errors_are_one_line_exit_2(args: list[str], message: str,
                                     capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,6 +51,19 @@ def test_errors_are_one_line_exit_2(args: list[str], message: str,
     assert message in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+    assert "train.set" not in err  # a section's key is never glued onto the message
+
+
+def test_output_dir_that_is_a_file_is_a_one_line_error(
+        tmp_path: Path, corpus_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    assert main(["tokenizer", "train", f"data.path={corpus_file}",
+                 f"--output-dir={taken}"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"error: output directory {str(taken)!r} is an "
+                                        "existing file; pass a folder path to --output-dir"]
+    assert taken.read_text() == "not a folder"
 
 
 def test_console_script_exit_code_and_no_traceback(tmp_path: Path) -> None:

@@ -1,9 +1,38 @@
-"""lmforge: a transformer language model from theory to practice."""
+"""lmforge: a transformer language model from theory to practice.
+
+The Python API mirrors the CLI: ``lmforge.finetune(...)``, ``lmforge.pretrain(...)``,
+``lmforge.evaluate(...)`` ... take the same configs and return a :class:`RunResult`;
+``lmforge.load(run_dir)`` gives a predictor for any fine-tuned run or ONNX export.
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from lmforge.api import (
+    RunResult,
+    evaluate,
+    export,
+    finetune,
+    load,
+    pretrain,
+    prompt,
+    train_tokenizer,
+)
 from lmforge.errors import ConfigError, DataError, LmforgeError, NonFiniteLossError
 
-__all__ = ["ConfigError", "DataError", "LmforgeError", "NonFiniteLossError", "__version__"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "LmforgeError",
+    "NonFiniteLossError",
+    "RunResult",
+    "__version__",
+    "evaluate",
+    "export",
+    "finetune",
+    "load",
+    "pretrain",
+    "prompt",
+    "train_tokenizer",
+]

@@ -20,9 +20,10 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TextIO
 
 from lmforge import __version__
+from lmforge.api import run_command
 from lmforge.config import build_config, iter_options, load_yaml
 from lmforge.deploy.settings import ExportJob
 from lmforge.errors import ConfigError, LmforgeError
@@ -54,14 +55,14 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "tokenizer train": Command(TokenizerTrainJob, "lmforge.tokenizer.command:run_tokenizer_train",
                                "train a WordPiece / byte-level BPE / Unigram tokenizer"),
-    "pretrain": Command(PretrainJob, "lmforge.pretrain.run:run_pretrain",
+    "pretrain": Command(PretrainJob, "lmforge.pretraining.run:run_pretrain",
                         "self-supervised pretraining: mlm (+wwm, nsp, sop) or clm"),
-    "finetune": Command(FinetuneJob, "lmforge.finetune.run:run_finetune",
+    "finetune": Command(FinetuneJob, "lmforge.finetuning.run:run_finetune",
                         "fine-tune a pretrained model on a labeled task (classification)"),
-    "evaluate": Command(EvaluateJob, "lmforge.pretrain.run:run_evaluate",
+    "evaluate": Command(EvaluateJob, "lmforge.pretraining.run:run_evaluate",
                         "evaluate a run: perplexity for pretraining, full report for "
                         "fine-tuning"),
-    "predict": Command(PredictJob, "lmforge.finetune.predict:run_predict",
+    "predict": Command(PredictJob, "lmforge.finetuning.predict:run_predict",
                        "predict with a fine-tuned run on a file or stdin (jsonl out)"),
     "serve": Command(ServeJob, "lmforge.serving.server:run_serve",
                      "HTTP server for a fine-tuned run or ONNX export (dynamic batching)"),
@@ -153,7 +154,7 @@ def _resolve(args: argparse.Namespace) -> Any:
     return build_config(args.command.config, args.config, overrides, base=base)
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
     def fmt(value: Any) -> str:
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -161,9 +162,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         if isinstance(value, dict):
             inner = ", ".join(f"{k}={fmt(v)}" for k, v in value.items()
                               if not isinstance(v, (dict, list)))
-            print(f"  {key}: {inner}")
+            print(f"  {key}: {inner}", file=out)
         else:
-            print(f"  {key}: {fmt(value)}")
+            print(f"  {key}: {fmt(value)}", file=out)
+
+
+def _command_name(command: Command) -> str:
+    return next(name for name, known in COMMANDS.items() if known is command)
 
 
 def drop_load_report(record: logging.LogRecord) -> bool:
@@ -212,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries(debug=args.debug, interactive=sys.stderr.isatty())
     try:
         job = _resolve(args)
-        summary = args.command.load()(job, resume=args.resume)
+        summary = dict(run_command(_command_name(args.command), job, resume=args.resume))
     except LmforgeError as err:
         if args.debug:
             raise
@@ -221,8 +226,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)
         return 130
-    print("done:")
-    _print_summary(summary)
+    # stdout carries data when the command writes its results there (predict output=-):
+    # then the table and summary go to stderr, so `lmforge predict RUN | jq` works.
+    out = sys.stderr if getattr(job, "writes_stdout", False) else sys.stdout
+    table = summary.pop("table", None)
+    if table:
+        print(table, file=out)
+    print("done:", file=out)
+    _print_summary(summary, out)
     return 0
 
 

@@ -170,8 +170,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
     try:
         return cls(**kwargs)
     except ConfigError as err:
-        raise ConfigError(f"{prefix}{err}" if prefix and not str(err).startswith(prefix) else
-                          str(err)) from None
+        # Messages from a section's checks usually name their key in full ("set train.epochs
+        # > 0"); only a message that does not mention the section gets it as a prefix.
+        message = str(err)
+        raise ConfigError(f"{prefix}{message}" if prefix and prefix not in message
+                          else message) from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -231,11 +234,12 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return nested
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra``, section by section (nested mappings are merged)."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), value)
+            out[key] = merge_dicts(dict(out[key]), value)
         else:
             out[key] = value
     return out
@@ -273,8 +277,8 @@ def build_config(cls: type[T], yaml_path: str | Path | None = None,
     """
     data: dict[str, Any] = dict(base or {})
     if yaml_path:
-        data = _merge(data, load_yaml(yaml_path))
-    data = _merge(data, parse_overrides(overrides))
+        data = merge_dicts(data, load_yaml(yaml_path))
+    data = merge_dicts(data, parse_overrides(overrides))
     return from_dict(cls, data)
 
 

@@ -21,7 +21,12 @@ log = logging.getLogger(__name__)
 
 
 def make_run_dir(output_dir: str | None, command: str, *, must_exist: bool = False) -> Path:
-    """Create (or reuse) the run directory.
+    """Create (or reuse) the run directory; the same one on every process of a distributed run.
+
+    Under ``torchrun`` / ``accelerate launch`` (a process group is up, as it is once the run
+    built its ``Accelerator``), process 0 picks and creates the folder and sends its path to
+    the others: a default name carries a timestamp, and processes started a second apart
+    would otherwise disagree.
 
     Args:
         output_dir: Explicit folder, or None for ``runs/<command>-<timestamp>``.
@@ -31,6 +36,23 @@ def make_run_dir(output_dir: str | None, command: str, *, must_exist: bool = Fal
     Returns:
         The run directory path.
     """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        holder: list[Any] = [None]
+        if dist.get_rank() == 0:
+            try:
+                holder = [str(_create_run_dir(output_dir, command, must_exist))]
+            except Exception as err:  # noqa: BLE001 - re-raised on every process below
+                holder = [err]
+        dist.broadcast_object_list(holder, src=0)
+        if isinstance(holder[0], Exception):
+            raise holder[0]
+        return Path(holder[0])
+    return _create_run_dir(output_dir, command, must_exist)
+
+
+def _create_run_dir(output_dir: str | None, command: str, must_exist: bool) -> Path:
     from lmforge.errors import ConfigError
 
     if output_dir is None:
@@ -40,7 +62,14 @@ def make_run_dir(output_dir: str | None, command: str, *, must_exist: bool = Fal
     path = Path(output_dir)
     if must_exist and not path.is_dir():
         raise ConfigError(f"--resume: run directory {str(path)!r} does not exist")
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output directory {str(path)!r} is an existing file; pass a folder "
+                          "path to --output-dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create output directory {str(path)!r} ({err.strerror}); "
+                          "pass a writable folder to --output-dir") from None
     return path
 
 

@@ -308,3 +308,8 @@ class PredictJob:
     def __post_init__(self) -> None:
         check(self.top_k >= 1, "top_k must be >= 1")
         check(self.batch_size >= 1, "batch_size must be >= 1")
+
+    @property
+    def writes_stdout(self) -> bool:
+        """True when the predictions go to stdout (then the CLI's talk goes to stderr)."""
+        return self.output == "-"

@@ -11,11 +11,11 @@ import torch
 
 from lmforge.cli import main
 from lmforge.deploy.onnx_model import find_onnx_folder, load_onnx_model
-from lmforge.finetune import predict as finetune_predict
-from tests.finetune.conftest import save_word_encoder
-from tests.finetune.test_classification_e2e import FILLER, NEGATIVE, POSITIVE, _labeled_csv
-from tests.finetune.test_qa_e2e import CITIES, PEOPLE, QUESTION, _squad
-from tests.finetune.test_qa_e2e import FILLER as QA_FILLER
+from lmforge.finetuning import predict as finetune_predict
+from tests.finetuning.conftest import save_word_encoder
+from tests.finetuning.test_classification_e2e import FILLER, NEGATIVE, POSITIVE, _labeled_csv
+from tests.finetuning.test_qa_e2e import CITIES, PEOPLE, QUESTION, _squad
+from tests.finetuning.test_qa_e2e import FILLER as QA_FILLER
 
 FAST = ["train.warmup_ratio=0", "train.scheduler=constant", "train.batch_size=16",
         "train.seed=2", "data.validation_ratio=0", "track.progress=false",

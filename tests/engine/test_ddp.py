@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,19 +12,16 @@ import pytest
 
 from tests.conftest import TINY_TRAIN
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# --standalone: torchrun starts its own rendezvous on a free port of localhost (no port picked
+# here and then raced for by another process).
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
 @pytest.mark.slow
 def test_two_process_ddp_ranks_agree(tmp_path: Path, corpus_file: Path,
                                      wordpiece_dir: Path) -> None:
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "lmforge",
+    cmd = [*TORCHRUN, "-m", "lmforge",
            "pretrain", f"--output-dir={run}", *TINY_TRAIN, f"data.path={corpus_file}",
            f"model.tokenizer={wordpiece_dir}", f"data.cache_dir={tmp_path / 'cache'}",
            "train.max_steps=8", "train.num_threads=1"]

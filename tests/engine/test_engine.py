@@ -103,6 +103,20 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path: Path) ->
     assert [p.name for p in ckpt.checkpoint_dirs(tmp_path / "checkpoints")] == ["step-00000005"]
 
 
+def test_nan_loss_before_any_checkpoint_says_so(tmp_path: Path) -> None:
+    class Poison(StepHook):
+        def extra_loss(self, loss: torch.Tensor, batch: dict, outputs: dict,
+                       engine: Engine) -> torch.Tensor:
+            return loss * float("nan") if engine.state.global_step >= 2 else loss
+
+    eng = engine(tmp_path, hooks=(Poison(),), save_every=5)
+    with pytest.raises(NonFiniteLossError, match="at step 3; no checkpoint had been written "
+                                                 "yet") as info:
+        eng.train()
+    assert "last good" not in str(info.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_checkpoint_round_trip_prune_and_best(tmp_path: Path) -> None:
     eng = engine(tmp_path, save_every=5, eval_every=5, keep_last=1)
     eng.train()

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from lmforge.cli import main
-from tests.finetune.conftest import save_word_encoder
-from tests.finetune.test_classification_e2e import FILLER, NEGATIVE, POSITIVE, _labeled_csv
+from tests.finetuning.conftest import save_word_encoder
+from tests.finetuning.test_classification_e2e import FILLER, NEGATIVE, POSITIVE, _labeled_csv
 
 # Higher learning rates for the methods with few parameters, as in their papers.
 LR = {"none": "5e-3", "lora": "1e-2", "ia3": "3e-2", "prompt": "3e-2", "ptuning": "1e-2",
@@ -34,7 +34,7 @@ def common_args(run: Path, data: Path, model: Path, steps: int = 8) -> list[str]
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_plots() -> Iterator[None]:
-    """Skip the report's matplotlib plots: seconds per run, and tests/finetune covers them."""
+    """Skip the report's matplotlib plots: seconds per run, and tests/finetuning covers them."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("lmforge.evaluation.plots.write_classification_plots",
                       lambda *args, **kwargs: {})

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from lmforge.cli import main
 from lmforge.errors import ConfigError
-from lmforge.finetune.predict import _load_run
+from lmforge.finetuning.predict import _load_run
 from lmforge.peft import PeftConfig, apply_peft, merge_adapter
 from lmforge.peft.adapters import AdapterLinear, BottleneckAdapter
 from tests.peft.conftest import common_args, summary_of

@@ -12,19 +12,24 @@ from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lmforge.cli import main
-from tests.finetune.conftest import save_word_encoder
-from tests.finetune.test_ner_e2e import CITIES, NAMES, _conll
-from tests.finetune.test_ner_e2e import FILLER as NER_FILLER
-from tests.finetune.test_qa_e2e import CITIES as QA_CITIES
-from tests.finetune.test_qa_e2e import FILLER as QA_FILLER
-from tests.finetune.test_qa_e2e import PEOPLE, QUESTION, _squad
-from tests.finetune.test_sft_e2e import WORDS, _jsonl, _rows
+from tests.finetuning.conftest import save_word_encoder
+from tests.finetuning.test_ner_e2e import CITIES, NAMES, _conll
+from tests.finetuning.test_ner_e2e import FILLER as NER_FILLER
+from tests.finetuning.test_qa_e2e import CITIES as QA_CITIES
+from tests.finetuning.test_qa_e2e import FILLER as QA_FILLER
+from tests.finetuning.test_qa_e2e import PEOPLE, QUESTION, _squad
+from tests.finetuning.test_sft_e2e import WORDS, _jsonl, _rows
 from tests.peft.conftest import LR, common_args, summary_of
 
 
 def _evaluate(run: Path, out: Path, split: str = "validation") -> dict:
-    """``lmforge evaluate`` of the reloaded run on one of its own splits."""
-    assert main(["evaluate", f"run={run}", f"split={split}", f"output_dir={out}"]) == 0
+    """``lmforge evaluate`` of the reloaded run on one of its own splits.
+
+    fp32 like the training runs (``common_args``), so the losses can be compared to 1e-5;
+    ``auto`` would pick bf16 on a CPU with bf16 units.
+    """
+    assert main(["evaluate", f"run={run}", f"split={split}", f"output_dir={out}",
+                 "precision=fp32"]) == 0
     return json.loads((out / "summary.json").read_text())["headline"]
 
 

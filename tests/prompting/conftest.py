@@ -15,7 +15,7 @@ from transformers import (
     LlamaForCausalLM,
 )
 
-from tests.finetune.conftest import word_tokenizer
+from tests.finetuning.conftest import word_tokenizer
 
 POSITIVE = ["good", "great", "fun", "nice", "lovely"]
 NEGATIVE = ["bad", "terrible", "boring", "awful", "dull"]

@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from lmforge.cli import main
-from lmforge.finetune.task import TASK_FILE, get_task
+from lmforge.finetuning.task import TASK_FILE, get_task
 from lmforge.settings import FinetuneJob, TaskConfig
-from tests.finetune.conftest import save_word_encoder
+from tests.finetuning.conftest import save_word_encoder
 
 POSITIVE = ["good", "great", "lovely", "wonderful"]
 NEGATIVE = ["bad", "awful", "boring", "terrible"]
@@ -63,7 +63,7 @@ def make_run(root: Path, task_name: str, base: Path, rows: list[dict[str, Any]],
     The task's own setup / load_model / save path is used, so serving sees exactly what a
     fine-tuned run holds; only the training steps are skipped.
     """
-    from lmforge.finetune.sft import ensure_chat_template
+    from lmforge.finetuning.sft import ensure_chat_template
 
     job = FinetuneJob(task=TaskConfig(name=task_name, **task_options))
     task = get_task(task_name)

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from lmforge.cli import main
+from lmforge.predictor import Predictor
 from lmforge.serving import ServeJob, create_app, load_predictor
-from lmforge.serving.backends import Predictor
 from tests.serving.conftest import sentences, served
 
 KEY = "test-key-0123456789"

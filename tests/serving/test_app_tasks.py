@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lmforge.finetune.sft import END_OF_TURN
+from lmforge.finetuning.sft import END_OF_TURN
 from lmforge.serving import ServeJob, create_app, load_predictor
 from lmforge.serving.client import iter_events
 from lmforge.serving.generation import GenerateParams, stream_text

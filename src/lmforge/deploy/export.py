@@ -38,8 +38,8 @@ from lmforge.deploy.onnx_model import (
 )
 from lmforge.deploy.settings import ExportJob
 from lmforge.errors import ConfigError, DataError, LmforgeError
-from lmforge.finetune import predict as finetune_predict
-from lmforge.finetune.task import TASK_FILE
+from lmforge.finetuning import predict as finetune_predict
+from lmforge.finetuning.task import TASK_FILE
 from lmforge.runs import make_run_dir, save_atomically, save_run_config, write_json
 
 log = logging.getLogger(__name__)
@@ -452,7 +452,8 @@ def run_export(job: ExportJob, resume: bool = False) -> dict[str, Any]:
     headlines = _evaluate({"pytorch": model}, task, tokenizer, info, split, job, out) \
         if split is not None else {}
     summary: dict[str, Any] = {
-        "command": "export", "run": job.run, "task": task_name, "output_dir": str(out),
+        "command": "export", "run": job.run, "task": task_name, "run_dir": str(out),
+        "output_dir": str(out),
         "formats": {}, "merged_adapter": False,
         "size_mb": {"pytorch": round(sum(p.numel() * p.element_size()
                                          for p in model.parameters()) / 2**20, 4)}}

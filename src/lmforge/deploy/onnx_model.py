@@ -148,7 +148,7 @@ def load_onnx_model(folder: str | Path, num_threads: int | None = None,
         ConfigError: The folder has no ``model.onnx`` or no ``lmforge_task.json``, or
             onnxruntime is not installed.
     """
-    from lmforge.finetune.task import TASK_FILE, get_task
+    from lmforge.finetuning.task import TASK_FILE, get_task
 
     found = find_onnx_folder(folder)
     if found is None:

@@ -209,8 +209,8 @@ class Engine:
                 loss = hook.extra_loss(loss, batch, outputs, self)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"loss became {loss.item()} at step {self.state.global_step + 1}; the last "
-                    f"good checkpoint is kept in {self.ckpt_root}; lower train.lr, raise "
+                    f"loss became {loss.item()} at step {self.state.global_step + 1}; "
+                    f"{self._last_good_checkpoint()}; lower train.lr, raise "
                     "train.warmup_ratio or check the data")
             self.accelerator.backward(loss / self.cfg.grad_accum)
             for hook in self.hooks:
@@ -343,6 +343,13 @@ class Engine:
                               f"{self.total_steps}; raise max_steps or start a new run")
         log.info("resumed from %s (step %d, epoch %d)", latest, self.state.global_step,
                  self.state.epoch)
+
+    def _last_good_checkpoint(self) -> str:
+        """Where a failed run can resume from, as a phrase for an error message."""
+        latest = ckpt.latest_checkpoint(self.ckpt_root)
+        if latest is None:
+            return "no checkpoint had been written yet, so rerun from the start"
+        return f"the last good checkpoint is {latest} (resume with --resume)"
 
     def _track_best(self, metrics: dict[str, float]) -> None:
         value = metrics.get(self.cfg.metric_for_best)

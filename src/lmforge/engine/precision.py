@@ -1,13 +1,24 @@
-"""Mixed-precision choice.
+"""Mixed-precision choice, and the accelerate state of one run.
 
 bf16 autocast only pays off where the hardware has bf16 matrix units (CUDA Ampere+, or CPUs
 with AVX512-BF16 / AMX). On a CPU without them (AVX2 only) PyTorch emulates bf16 matrix
 products and a training step becomes tens of times slower, so ``auto`` picks fp32 there.
+
+``LMFORGE_AUTO_PRECISION=bf16|fp32`` makes ``auto`` resolve to that precision on a CPU
+whatever the hardware has. It is read here only, and exists so that the test suite can run
+the bf16 path on every machine (``scripts/test.sh`` runs the tiny-model tests once with it).
+
+accelerate keeps its settings in a process-wide ``AcceleratorState`` that refuses a second
+``Accelerator`` with another ``mixed_precision``. Every run builds its accelerator with
+:func:`make_accelerator`, which starts from a fresh state (as ``transformers``'
+``TrainingArguments`` does), so a notebook, a hyperparameter search or a continual-learning
+stream can train again and again in one process, in any order of precisions.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
@@ -15,6 +26,8 @@ import torch
 from lmforge.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+AUTO_PRECISION_ENV = "LMFORGE_AUTO_PRECISION"
 
 
 def cpu_supports_bf16() -> bool:
@@ -48,6 +61,12 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested == "fp16":
         raise ConfigError("train.precision=fp16 needs a GPU; on a CPU use bf16 or fp32")
     if requested == "auto":
+        forced = os.environ.get(AUTO_PRECISION_ENV, "").strip().lower()
+        if forced:
+            if forced not in ("bf16", "fp32"):
+                raise ConfigError(f"{AUTO_PRECISION_ENV}={forced!r} is not valid; use bf16 or "
+                                  "fp32 (or unset it)")
+            return forced
         return "bf16" if cpu_supports_bf16() else "fp32"
     if requested == "bf16" and not cpu_supports_bf16():
         log.warning("this CPU has no native bf16 (no AVX512-BF16/AMX): bf16 autocast will be "
@@ -74,6 +93,19 @@ def make_accelerator(precision: str) -> tuple[Any, str]:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = resolve_precision(precision, device)
+    reset_accelerate_state()
     accelerator = Accelerator(cpu=device.type == "cpu",
                               mixed_precision=accelerate_mixed_precision(resolved))
     return accelerator, resolved
+
+
+def reset_accelerate_state() -> None:
+    """Forget the precision and plugins of an earlier run (the process group stays).
+
+    ``AcceleratorState`` and ``GradientState`` hold one run's settings; ``PartialState``
+    (device, process group, rank) is the same for every run of the process and is kept.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()

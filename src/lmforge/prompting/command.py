@@ -17,7 +17,7 @@ import numpy as np
 
 from lmforge.data.corpus import load_corpus
 from lmforge.errors import ConfigError, DataError
-from lmforge.finetune.classification import collect_label_names
+from lmforge.finetuning.classification import collect_label_names
 from lmforge.prompting.calibration import calibrate, content_free_prior
 from lmforge.prompting.demos import (
     format_demos,
@@ -192,7 +192,8 @@ def run_prompt(job: PromptJob, resume: bool = False) -> dict[str, Any]:
                          label_metrics(y_true, np.mean(all_cal, axis=0), labels).items()})
     _write_predictions(run_dir, test, labels, np.mean(all_cal or all_probs, axis=0))
     summary = {
-        "command": "prompt", "mode": job.mode, "model": job.model.pretrained, "lm": kind,
+        "command": "prompt", "run_dir": str(run_dir), "mode": job.mode,
+        "model": job.model.pretrained, "lm": kind,
         "chat_template": job.chat_template, "calibrate": job.calibrate,
         "shots_per_class": job.shots if job.mode == "icl" else 0,
         "selection": job.selection if job.mode == "icl" else None,
@@ -202,9 +203,8 @@ def run_prompt(job: PromptJob, resume: bool = False) -> dict[str, Any]:
     }
     table = results_table(summary)
     (run_dir / "results.md").write_text(table + "\n", encoding="utf-8")
-    print(table)
     write_json(run_dir / "summary.json", summary)
-    return summary
+    return {**summary, "table": table}  # the CLI prints the table; summary.json has none
 
 
 def results_table(summary: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ from lmforge.data.collators import pad_batch
 from lmforge.engine.hooks import StepHook
 from lmforge.engine.loop import Engine
 from lmforge.errors import ConfigError
-from lmforge.finetune.classification import (
+from lmforge.finetuning.classification import (
     ClassificationCollator,
     ClassificationObjective,
     classification_reducer,
@@ -313,7 +313,8 @@ def run_fewshot_mode(job: Any, prompts: Any, train: dict[str, list], test: dict[
                              run_dir / f"seed-{seed}", accelerator, job.baseline))
         write_json(run_dir / "runs.json", {"runs": runs})
     summary: dict[str, Any] = {
-        "command": "prompt", "mode": "fewshot", "model": job.model.pretrained,
+        "command": "prompt", "run_dir": str(run_dir), "mode": "fewshot",
+        "model": job.model.pretrained,
         "template": template.name, "shots_per_class": job.shots, "seeds": list(job.seeds),
         "precision": precision, "examples": len(test["text"]), "labels": labels,
         "majority": majority, "prompt": mean_std(runs, "prompt"),
@@ -333,6 +334,5 @@ def run_fewshot_mode(job: Any, prompts: Any, train: dict[str, list], test: dict[
     table = markdown_table(rows, ["method", "accuracy_mean", "accuracy_std", "macro_f1_mean",
                                   "macro_f1_std"])
     (run_dir / "results.md").write_text(table + "\n", encoding="utf-8")
-    print(table)
     write_json(run_dir / "summary.json", summary)
-    return summary
+    return {**summary, "table": table}  # the CLI prints the table; summary.json has none

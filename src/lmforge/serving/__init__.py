@@ -12,8 +12,8 @@ __all__ = ["Client", "MicroBatcher", "Predictor", "ServeJob", "create_app", "loa
 _EXPORTS = {
     "Client": "lmforge.serving.client",
     "MicroBatcher": "lmforge.serving.batcher",
-    "Predictor": "lmforge.serving.backends",
-    "load_predictor": "lmforge.serving.backends",
+    "Predictor": "lmforge.predictor",
+    "load_predictor": "lmforge.predictor",
     "ServeJob": "lmforge.serving.settings",
     "create_app": "lmforge.serving.app",
 }

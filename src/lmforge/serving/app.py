@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from lmforge import __version__
 from lmforge.errors import LmforgeError
-from lmforge.serving.backends import Predictor
+from lmforge.predictor import Predictor
 from lmforge.serving.batcher import BatcherClosed, MicroBatcher
 from lmforge.serving.generation import GenerateParams, finish_reply, generate_text, stream_text
 from lmforge.serving.metrics import MetricsMiddleware, ServerMetrics
@@ -126,7 +126,7 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
     """Build the server app for a loaded model.
 
     Args:
-        predictor: The model to serve (:func:`~lmforge.serving.backends.load_predictor`).
+        predictor: The model to serve (:func:`~lmforge.predictor.load_predictor`).
         settings: Limits, batching and auth (defaults of :class:`ServeJob`).
         api_keys: Accepted keys; None reads them from ``settings`` (list, file, env var).
 

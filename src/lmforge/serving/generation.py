@@ -18,8 +18,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from lmforge.errors import DataError
-from lmforge.finetune.seq2seq import GenerationSettings
-from lmforge.finetune.sft import END_OF_TURN, chat_prompt
+from lmforge.finetuning.seq2seq import GenerationSettings
+from lmforge.finetuning.sft import END_OF_TURN, chat_prompt
 
 
 @dataclass
@@ -88,7 +88,7 @@ def generate_text(predictor: Any, prompt: str | None, messages: list[dict[str, s
     """The whole generated reply for one prompt (blocking; run it in a thread).
 
     Args:
-        predictor: A loaded generative :class:`~lmforge.serving.backends.Predictor`.
+        predictor: A loaded generative :class:`~lmforge.predictor.Predictor`.
         prompt: The prompt text (or None with ``messages``, chat models only).
         messages: A conversation as ``{"role", "content"}`` dicts (chat models).
         params: Decoding options.

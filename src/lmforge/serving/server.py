@@ -73,8 +73,8 @@ def _is_loopback(host: str) -> bool:
 
 def build_app(job: ServeJob) -> Any:
     """Load the model of ``job`` and return the FastAPI app (keys read from config/file/env)."""
+    from lmforge.predictor import load_predictor
     from lmforge.serving.app import create_app
-    from lmforge.serving.backends import load_predictor
     from lmforge.serving.security import load_api_keys
 
     keys = load_api_keys(job.api_keys, job.api_key_file, job.api_key_env)

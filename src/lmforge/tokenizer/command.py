@@ -40,6 +40,7 @@ def run_tokenizer_train(job: TokenizerTrainJob, resume: bool = False) -> dict[st
     sample = next(iter_texts(train, job.data.text_column))
     summary = {
         "command": "tokenizer train",
+        "run_dir": str(run_dir),
         "kind": cfg.kind,
         "vocab_size": len(tokenizer),
         "train_rows": len(train),

@@ -1,7 +1,7 @@
-"""Sequence-to-sequence fine-tuning (T5, mT5, BART, ...) as a :class:`~lmforge.finetune.task.Task`.
+"""Sequence-to-sequence fine-tuning (T5, mT5, BART) as a :class:`~lmforge.finetuning.task.Task`.
 
 Training is teacher-forced token cross-entropy on the target (see
-:mod:`lmforge.finetune.seq2seq`); evaluation during training reports loss and perplexity, and
+:mod:`lmforge.finetuning.seq2seq`); evaluation during training reports loss and perplexity, and
 the final report generates an output for every source and scores it with ROUGE and BLEU.
 """
 
@@ -16,15 +16,15 @@ from transformers import AutoModelForSeq2SeqLM
 
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.generation import generation_metrics
-from lmforge.finetune.classification_task import load_pretrained
-from lmforge.finetune.generative import (
+from lmforge.finetuning.classification_task import load_pretrained
+from lmforge.finetuning.generative import (
     GenerativeTaskBase,
     TokenLossObjective,
     format_table,
     generative_model_kwargs,
     write_jsonl,
 )
-from lmforge.finetune.seq2seq import (
+from lmforge.finetuning.seq2seq import (
     GenerationSettings,
     Seq2SeqCollator,
     generate_texts,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lmforge.errors import ConfigError, DataError
-from lmforge.finetune.qa import (
+from lmforge.finetuning.qa import (
     QACollator,
     answers_of,
     check_answers,
@@ -69,7 +69,7 @@ def test_check_answers_drops_misaligned(caplog: pytest.LogCaptureFixture) -> Non
             (["Paris", "Paris"], [CONTEXT.index("Paris"), 3]),
         ],
     )
-    with caplog.at_level(logging.WARNING, logger="lmforge.finetune.qa"):
+    with caplog.at_level(logging.WARNING, logger="lmforge.finetuning.qa"):
         cleaned, report = check_answers(ds)
     assert cleaned["id"] == ["good", "none", "mixed"]
     assert report == {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,8 @@ def test_causal_lm(tmp_path: Path, corpus_file: Path, bpe_dir: Path, family: str
 
 def test_continued_pretraining_creates_missing_head(tmp_path: Path, corpus_file: Path,
                                                     wordpiece_dir: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="lmforge")
     # An encoder checkpoint without an MLM head (like the MiniLM sentence encoder).
     base = tmp_path / "encoder"
     tok = AutoTokenizer.from_pretrained(wordpiece_dir)
@@ -104,7 +106,8 @@ def test_continued_pretraining_creates_missing_head(tmp_path: Path, corpus_file:
     summary = _pretrain(tmp_path / "dapt", f"data.path={corpus_file}",
                         f"model.pretrained={base}", "train.max_steps=4")
     assert summary["new_head"] is True
-    assert "had no mlm head; a new one was created" in capsys.readouterr().out
+    # A note is talk, not data: it goes to the log (stderr), not stdout.
+    assert "had no mlm head; a new one was created" in caplog.text
     # Continuing from an lmforge run directory finds its model/ folder and keeps its head.
     again = _pretrain(tmp_path / "dapt2", f"data.path={corpus_file}",
                       f"model.pretrained={tmp_path / 'dapt'}", "train.max_steps=2")

@@ -1,4 +1,4 @@
-"""Sequence classification as a :class:`~lmforge.finetune.task.Task`."""
+"""Sequence classification as a :class:`~lmforge.finetuning.task.Task`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from lmforge.errors import ConfigError
-from lmforge.finetune.classification import (
+from lmforge.finetuning.classification import (
     ClassificationCollator,
     ClassificationObjective,
     class_weights,
@@ -125,7 +125,7 @@ class ClassificationTask:
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
                accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
         """Metrics, ROC / PR / calibration plots and predictions.jsonl."""
-        from lmforge.finetune.report import evaluate_classifier
+        from lmforge.finetuning.report import evaluate_classifier
 
         return evaluate_classifier(model, encoded, raw, ClassificationCollator(tokenizer),
                                    info["labels"], info, out_dir, accelerator, batch_size)

@@ -10,7 +10,6 @@ from typing import Any
 import datasets
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
 
 from lmforge.config import build_config, load_yaml, to_dict
 from lmforge.data.collators import ClmCollator, MlmCollator
@@ -20,7 +19,7 @@ from lmforge.engine.loop import Engine, evaluate_model
 from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError, DataError
 from lmforge.models.build import build_model, count_parameters, load_tokenizer, resolve_checkpoint
-from lmforge.pretrain.objectives import lm_eval_reducer, wrap_for_objective
+from lmforge.pretraining.objectives import lm_eval_reducer, wrap_for_objective
 from lmforge.runs import make_run_dir, save_atomically, save_run_config, write_json
 from lmforge.settings import DataConfig, EvaluateJob, PretrainJob
 from lmforge.tracking import build_loggers
@@ -72,16 +71,6 @@ def _collator(job_objective: str, tokenizer: Any, mlm_probability: float, whole_
     return MlmCollator(tokenizer, mlm_probability=mlm_probability, whole_word_mask=whole_word)
 
 
-def _shared_run_dir(job: PretrainJob, resume: bool, accelerator: Accelerator) -> Path:
-    # All ranks must agree on the folder; a default name has a timestamp, so rank 0 decides.
-    holder = [None]
-    if accelerator.is_main_process:
-        holder = [str(make_run_dir(job.output_dir, "pretrain", must_exist=resume))]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(holder)
-    return Path(holder[0])
-
-
 def rank_checksums(model: torch.nn.Module, accelerator: Accelerator) -> list[float]:
     """A weight checksum from every process: after DDP training they must all be equal."""
     with torch.no_grad():
@@ -102,7 +91,7 @@ def run_pretrain(job: PretrainJob, resume: bool = False) -> dict[str, Any]:
         The summary written to ``summary.json``.
     """
     accelerator, precision = make_accelerator(job.train.precision)
-    run_dir = _shared_run_dir(job, resume, accelerator)
+    run_dir = make_run_dir(job.output_dir, "pretrain", must_exist=resume)
     if accelerator.is_main_process:
         save_run_config(run_dir, job)
     data_objective, task = _data_objective(job)
@@ -115,7 +104,7 @@ def run_pretrain(job: PretrainJob, resume: bool = False) -> dict[str, Any]:
                          max_positions=max(512, job.data.max_length), seed=job.train.seed)
     trainable, total = count_parameters(loaded.model)
     if loaded.new_head and accelerator.is_main_process:
-        print(f"note: {job.model.pretrained} had no {task} head; a new one was created")
+        log.info("%s had no %s head; a new one was created", job.model.pretrained, task)
     lengths = [len(ids) for ids in train_ds["input_ids"]] if job.train.group_by_length else None
     loggers = build_loggers(run_dir, job.track.backends, project=job.track.project,
                             run_name=job.track.run_name or run_dir.name,
@@ -136,6 +125,7 @@ def run_pretrain(job: PretrainJob, resume: bool = False) -> dict[str, Any]:
     checksums = rank_checksums(loaded.model, accelerator)
     summary = {
         "command": "pretrain",
+        "run_dir": str(run_dir),
         "objective": obj.name if task != "mlm+sentence" else f"mlm+{obj.sentence_task}",
         "whole_word_mask": obj.whole_word_mask,
         "model_source": loaded.source,
@@ -178,7 +168,7 @@ def run_evaluate(job: EvaluateJob, resume: bool = False) -> dict[str, Any]:
     """
     if not job.run:
         raise ConfigError("set run=RUN_DIR (a pretrain run directory or a model folder)")
-    from lmforge.finetune.predict import evaluate_finetuned, task_info_of
+    from lmforge.finetuning.predict import evaluate_finetuned, task_info_of
 
     if Path(job.run).exists() and task_info_of(resolve_checkpoint(job.run)) is not None:
         return evaluate_finetuned(job)
@@ -213,7 +203,8 @@ def run_evaluate(job: EvaluateJob, resume: bool = False) -> dict[str, Any]:
                              max_batches=job.max_batches, reducer=lm_eval_reducer, seed=job.seed)
     out_dir = Path(job.output_dir) if job.output_dir else run / f"eval-{job.split}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"command": "evaluate", "run": str(run), "split": job.split,
+    summary = {"command": "evaluate", "run": str(run), "run_dir": str(out_dir),
+               "split": job.split,
                "examples": len(dataset), "precision": precision, **metrics}
     if accelerator.is_main_process:
         write_json(out_dir / "summary.json", summary)

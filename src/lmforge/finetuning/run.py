@@ -1,4 +1,4 @@
-"""``lmforge finetune``: one flow for every task registered in :mod:`lmforge.finetune.task`."""
+"""``lmforge finetune``: one flow for every task registered in :mod:`lmforge.finetuning.task`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from lmforge.engine.hooks import EarlyStopping
 from lmforge.engine.loop import Engine
 from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
-from lmforge.finetune.task import TASK_FILE, get_task
+from lmforge.finetuning.task import TASK_FILE, get_task
 from lmforge.models.build import count_parameters, load_tokenizer, resolve_checkpoint
 from lmforge.peft.io import save_adapted_model
 from lmforge.peft.methods import apply_peft
@@ -103,7 +103,8 @@ def run_finetune(job: FinetuneJob, resume: bool = False) -> dict[str, Any]:
     examples_seen = result.state.global_step * job.train.batch_size * job.train.grad_accum * \
         accelerator.num_processes
     summary = {
-        "command": "finetune", "task": task.name, "model_source": source,
+        "command": "finetune", "run_dir": str(run_dir), "task": task.name,
+        "model_source": source,
         "new_head": new_head, "labels": info.get("labels"), "parameters": total,
         "peft_method": job.peft.method,
         "trainable_parameters": trainable, "trainable_share": trainable / max(total, 1),

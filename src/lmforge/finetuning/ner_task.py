@@ -1,4 +1,4 @@
-"""Token classification (NER) as a :class:`~lmforge.finetune.task.Task`.
+"""Token classification (NER) as a :class:`~lmforge.finetuning.task.Task`.
 
 Training-time evaluation reports token accuracy from additive counts; entity-level
 precision / recall / F1 need whole tag sequences, so they are computed in :meth:`report`.
@@ -20,8 +20,8 @@ from torch import nn
 from transformers import AutoModelForTokenClassification
 
 from lmforge.errors import DataError
-from lmforge.finetune.classification_task import load_pretrained, model_kwargs
-from lmforge.finetune.token_classification import (
+from lmforge.finetuning.classification_task import load_pretrained, model_kwargs
+from lmforge.finetuning.token_classification import (
     IGNORE_INDEX,
     NO_WORD,
     TokenClassificationCollator,

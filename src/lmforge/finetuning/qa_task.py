@@ -1,4 +1,4 @@
-"""Extractive question answering (SQuAD style) as a :class:`~lmforge.finetune.task.Task`.
+"""Extractive question answering (SQuAD style) as a :class:`~lmforge.finetuning.task.Task`.
 
 Every split is encoded as training windows (start / end token positions) so the engine can
 compute ``eval_loss`` during training. Exact match and F1 need spans decoded over all windows
@@ -20,8 +20,8 @@ from torch import nn
 from transformers import AutoModelForQuestionAnswering
 
 from lmforge.errors import DataError
-from lmforge.finetune.classification_task import load_pretrained, model_kwargs
-from lmforge.finetune.qa import (
+from lmforge.finetuning.classification_task import load_pretrained, model_kwargs
+from lmforge.finetuning.qa import (
     QACollator,
     answers_of,
     check_answers,

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lmforge.errors import ConfigError, DataError  # noqa: E402
-from lmforge.finetune.sft import (  # noqa: E402
+from lmforge.finetuning.sft import (  # noqa: E402
     DEFAULT_CHAT_TEMPLATE,
     END_OF_TURN,
     SftCollator,
@@ -167,7 +167,7 @@ def test_truncation_keeps_start_and_drops_cut_replies(tok, caplog) -> None:
     )
     full = prepare_sft(ds, tok)
     limit = len(full[0]["input_ids"]) - 3  # cuts the first reply's end, not its start
-    with caplog.at_level(logging.WARNING, logger="lmforge.finetune.sft"):
+    with caplog.at_level(logging.WARNING, logger="lmforge.finetuning.sft"):
         out = prepare_sft(ds, tok, max_length=limit)
     assert "dropped 1 of 2 train examples" in caplog.text
     assert len(out) == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.cli import main
-from tests.finetune.conftest import save_word_encoder
+from tests.finetuning.conftest import save_word_encoder
 
 PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
 CITIES = ["paris", "rome", "oslo", "lima", "cairo"]

@@ -12,8 +12,8 @@ import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from lmforge.cli import main
-from lmforge.finetune.sft import END_OF_TURN
-from lmforge.finetune.sft_task import ChatSftTask
+from lmforge.finetuning.sft import END_OF_TURN
+from lmforge.finetuning.sft_task import ChatSftTask
 
 WORDS = ["red", "green", "blue", "cat", "dog", "fish"]
 

@@ -1,10 +1,10 @@
-"""Supervised fine-tuning of causal LMs on chats as a :class:`~lmforge.finetune.task.Task`.
+"""Supervised fine-tuning of causal LMs on chats as a :class:`~lmforge.finetuning.task.Task`.
 
 The loss covers the assistant replies only (labels are -100 elsewhere, see
-:mod:`lmforge.finetune.sft`). The report gives loss / perplexity on those reply tokens plus
+:mod:`lmforge.finetuning.sft`). The report gives loss / perplexity on those reply tokens plus
 sample generations for the first few prompts; ``predict`` answers prompts or conversations.
 
-Chat template: a tokenizer without one gets :data:`~lmforge.finetune.sft.DEFAULT_CHAT_TEMPLATE`
+Chat template: a tokenizer without one gets :data:`~lmforge.finetuning.sft.DEFAULT_CHAT_TEMPLATE`
 in :meth:`ChatSftTask.encode` (a deliberate side effect on the tokenizer object), so the
 tokenizer that ``lmforge finetune`` saves with the model renders prompts exactly as in training.
 """
@@ -21,16 +21,16 @@ from transformers import AutoModelForCausalLM
 
 from lmforge.errors import DataError
 from lmforge.evaluation.generation import generation_metrics
-from lmforge.finetune.classification_task import load_pretrained
-from lmforge.finetune.generative import (
+from lmforge.finetuning.classification_task import load_pretrained
+from lmforge.finetuning.generative import (
     GenerativeTaskBase,
     TokenLossObjective,
     format_table,
     generative_model_kwargs,
     write_jsonl,
 )
-from lmforge.finetune.sft import END_OF_TURN, SftCollator, chat_prompt, ensure_chat_template
-from lmforge.finetune.sft import prepare_sft as _prepare_sft
+from lmforge.finetuning.sft import END_OF_TURN, SftCollator, chat_prompt, ensure_chat_template
+from lmforge.finetuning.sft import prepare_sft as _prepare_sft
 from lmforge.runs import write_json
 
 NUM_SAMPLES = 8  # prompts answered in the report (generation is slow; loss covers the split)

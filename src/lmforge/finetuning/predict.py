@@ -14,7 +14,7 @@ from lmforge.data.corpus import load_corpus
 from lmforge.data.sources import load_raw
 from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError, DataError
-from lmforge.finetune.task import TASK_FILE, get_task
+from lmforge.finetuning.task import TASK_FILE, get_task
 from lmforge.models.build import load_tokenizer, resolve_checkpoint
 from lmforge.peft.io import load_adapted_model
 from lmforge.settings import EvaluateJob, FinetuneJob, PredictJob
@@ -121,7 +121,9 @@ def evaluate_finetuned(job: EvaluateJob) -> dict[str, Any]:
     out_dir = Path(job.output_dir) if job.output_dir else run / f"eval-{job.split}"
     report = task.report(model, tokenizer, info, split, encoded, out_dir, accelerator,
                          job.batch_size)
+    summary = {"command": "evaluate", "run": str(run), "run_dir": str(out_dir),
+               "split": job.split, "examples": len(encoded), **report["headline"],
+               "report_dir": str(out_dir)}
     if "table" in report:
-        print(report["table"])
-    return {"command": "evaluate", "run": str(run), "split": job.split,
-            "examples": len(encoded), **report["headline"], "report_dir": str(out_dir)}
+        summary["table"] = report["table"]  # printed by the CLI
+    return summary

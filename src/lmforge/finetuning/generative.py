@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig
 
-from lmforge.finetune.classification_task import model_kwargs
+from lmforge.finetuning.classification_task import model_kwargs
 
 log = logging.getLogger(__name__)
 

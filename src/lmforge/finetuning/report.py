@@ -10,7 +10,7 @@ import datasets
 import numpy as np
 
 from lmforge.evaluation.classification import ClassificationAccumulator
-from lmforge.finetune.classification import predict_probabilities
+from lmforge.finetuning.classification import predict_probabilities
 from lmforge.runs import write_json
 
 HEADLINE = ("accuracy", "subset_accuracy", "f1", "roc_auc", "pr_auc", "ece")

@@ -1,8 +1,17 @@
-"""Model backends of ``lmforge serve``: PyTorch or ONNX Runtime behind one :class:`Predictor`.
+"""A finished model ready to predict: ``lmforge.load(...)``, ``lmforge serve`` and scripts.
 
-Both backends give a ``torch.nn.Module`` (for ONNX a shim around an ORT session whose forward
-returns ``.logits`` / ``.start_logits`` / ``.end_logits``), so the task's own ``predict``
-turns it into rows, and the server returns exactly what ``lmforge predict`` prints.
+A fine-tuned run (PyTorch) or an ``lmforge export`` ONNX folder (ONNX Runtime) loads into
+one :class:`Predictor`. Both backends give a ``torch.nn.Module`` (for ONNX a shim around an
+ORT session whose forward returns ``.logits`` / ``.start_logits`` / ``.end_logits``), so the
+task's own ``predict`` turns it into rows, and the server and ``Predictor.predict`` return
+exactly what ``lmforge predict`` prints.
+
+Example::
+
+    import lmforge
+    clf = lmforge.load("runs/sst2")
+    clf.predict(["a gorgeous, witty film", "a dull mess"])
+    # [{'text': ..., 'label': '1', 'score': 0.97, 'top_k': [...]}, ...]
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ class Predictor:
     """A loaded model with its task, ready to answer batches of raw records.
 
     Attributes:
-        task: The :class:`~lmforge.finetune.task.Task` object.
+        task: The :class:`~lmforge.finetuning.task.Task` object.
         info: The task settings saved with the model (``lmforge_task.json``).
         tokenizer: The model's tokenizer.
         model: The model (eval mode).
@@ -66,8 +75,29 @@ class Predictor:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def predict(self, records: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
-        """The task's prediction rows for ``records`` (one forward pass, under the lock)."""
+    @property
+    def labels(self) -> list[str] | None:
+        """The label names of classification and NER models (None for the others)."""
+        return self.info.get("labels")
+
+    def predict(self, inputs: str | dict[str, Any] | list[str | dict[str, Any]],
+                top_k: int = 1) -> list[dict[str, Any]]:
+        """The task's prediction rows for ``inputs`` (one forward pass, under the lock).
+
+        Args:
+            inputs: One input or a list: bare strings are texts (the run's text column),
+                dicts are records with the task's input fields (e.g. ``question`` and
+                ``context`` for QA, ``tokens`` for NER).
+            top_k: Labels with scores per input (classification).
+
+        Returns:
+            One row per input, as ``lmforge predict`` writes them.
+        """
+        items = inputs if isinstance(inputs, list) else [inputs]
+        column = self.info.get("text_column", "text")
+        records = [r if isinstance(r, dict) else {column: str(r)} for r in items]
+        if not records:
+            return []
         with self.lock, torch.no_grad(), self.autocast():
             return self.task.predict(self.model, self.tokenizer, self.info, records, top_k)
 
@@ -121,7 +151,7 @@ class Predictor:
 
 
 def _load_torch(source: str, precision: str) -> Predictor:
-    from lmforge.finetune.predict import _load_run
+    from lmforge.finetuning.predict import _load_run
 
     if (Path(source) / "model.onnx").is_file():
         raise ConfigError(f"{source} is an ONNX export; serve it with backend=onnx")
@@ -144,13 +174,14 @@ def _load_onnx(source: str, threads: int | None) -> Predictor:
     return Predictor(task, info, tokenizer, model, "onnx", kind, str(Path(path).parent))
 
 
-def load_predictor(source: str, backend: str = "torch", precision: str = "auto",
+def load_predictor(source: str | Path, backend: str = "auto", precision: str = "auto",
                    threads: int | None = None) -> Predictor:
-    """Load a fine-tuned run (torch) or an ONNX export folder (onnx) for serving.
+    """Load a fine-tuned run (torch) or an ONNX export folder (onnx) to predict with.
 
     Args:
         source: Run directory, its ``model/`` folder, or an ONNX export folder.
-        backend: ``torch`` or ``onnx``.
+        backend: ``torch``, ``onnx``, or ``auto`` (onnx for an export folder holding
+            ``model.onnx``, torch otherwise).
         precision: torch only: ``auto`` (bf16 where the CPU has native bf16), ``fp32``,
             ``bf16``.
         threads: torch intra-op threads (None: leave torch's default).
@@ -163,11 +194,19 @@ def load_predictor(source: str, backend: str = "torch", precision: str = "auto",
             backend that is not installed.
     """
     if not source:
-        raise ConfigError("set the model to serve: lmforge serve RUN_DIR (or run=RUN_DIR)")
+        raise ConfigError("set the model to load: a finetune run directory or an ONNX export "
+                          "folder (lmforge serve RUN_DIR, lmforge.load(RUN_DIR))")
+    source = str(source)
+    if backend == "auto":
+        from lmforge.deploy.onnx_model import find_onnx_folder
+
+        backend = "onnx" if find_onnx_folder(source) is not None else "torch"
+    if backend not in ("torch", "onnx"):
+        raise ConfigError(f"backend={backend!r} is not valid; choose torch, onnx or auto")
     if threads:
         torch.set_num_threads(threads)
     predictor = _load_torch(source, precision) if backend == "torch" \
         else _load_onnx(source, threads)
-    log.info("serving %s (%s task) with %s / %s", predictor.source, predictor.task_name,
+    log.info("loaded %s (%s task) with %s / %s", predictor.source, predictor.task_name,
              predictor.backend, predictor.precision)
     return predictor

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.cli import main
-from tests.finetune.conftest import save_word_encoder
+from tests.finetuning.conftest import save_word_encoder
 
 NAMES = ["Smith", "Jones", "Brown", "Taylor", "Wilson"]
 CITIES = ["Paris", "London", "Berlin", "Madrid", "Rome"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lmforge.errors import DataError
-from lmforge.finetune.token_classification import (
+from lmforge.finetuning.token_classification import (
     TokenClassificationCollator,
     collect_labels,
     convert_tags,
@@ -155,7 +155,7 @@ def test_unknown_label_and_missing_columns_are_data_errors(
 def test_truncated_words_are_counted_and_decoded_as_o(
     ner_tokenizer: Any, ner_ds: datasets.Dataset, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="lmforge.finetune.token_classification"):
+    with caplog.at_level(logging.WARNING, logger="lmforge.finetuning.token_classification"):
         out = prepare_token_classification(ner_ds, ner_tokenizer, LABEL2ID, max_length=6)
     assert all(len(ids) <= 6 for ids in out["input_ids"])
     kept = [sum(1 for w in wids if w >= 0) for wids in out["word_ids"]]

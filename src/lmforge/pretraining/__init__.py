@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lmforge.pretrain.objectives import (
+from lmforge.pretraining.objectives import (
     CausalLMObjective,
     MaskedLMObjective,
     lm_eval_reducer,

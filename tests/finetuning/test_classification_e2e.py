@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lmforge.cli import main
-from tests.finetune.conftest import save_word_encoder
+from tests.finetuning.conftest import save_word_encoder
 
 POSITIVE = ["good", "great", "happy", "lovely", "wonderful"]
 NEGATIVE = ["bad", "awful", "sad", "terrible", "boring"]
@@ -90,6 +92,14 @@ def test_finetune_evaluate_predict(tmp_path: Path, encoder_dir: Path) -> None:
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
     assert [r["label"] for r in rows] == ["none", "two"]
     assert len(rows[0]["top_k"]) == 2 and rows[0]["top_k"][0]["label"] == "none"
+
+    # To stdout, every line is a JSON row (it pipes into jq); the summary goes to stderr.
+    proc = subprocess.run([sys.executable, "-m", "lmforge", "predict", str(run), "top_k=2"],
+                          input="the film was quite\na very lovely and sad story\n",
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [json.loads(line) for line in proc.stdout.splitlines()] == rows
+    assert "done:" in proc.stderr and "inputs: 2" in proc.stderr
 
 
 def test_unknown_label_in_dev_is_a_clear_error(tmp_path: Path, encoder_dir: Path,

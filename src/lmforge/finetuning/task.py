@@ -72,11 +72,11 @@ class Task(Protocol):
 
 # Task name -> "module:Class". Imported lazily so a task's heavy imports load only when used.
 TASKS: dict[str, str] = {
-    "classification": "lmforge.finetune.classification_task:ClassificationTask",
-    "token_classification": "lmforge.finetune.ner_task:TokenClassificationTask",
-    "qa": "lmforge.finetune.qa_task:QuestionAnsweringTask",
-    "seq2seq": "lmforge.finetune.seq2seq_task:Seq2SeqTask",
-    "sft": "lmforge.finetune.sft_task:ChatSftTask",
+    "classification": "lmforge.finetuning.classification_task:ClassificationTask",
+    "token_classification": "lmforge.finetuning.ner_task:TokenClassificationTask",
+    "qa": "lmforge.finetuning.qa_task:QuestionAnsweringTask",
+    "seq2seq": "lmforge.finetuning.seq2seq_task:Seq2SeqTask",
+    "sft": "lmforge.finetuning.sft_task:ChatSftTask",
 }
 
 
