@@ -106,3 +106,24 @@ def test_api_errors_are_lmforge_errors() -> None:
         lmforge.finetune(42)
     with pytest.raises(lmforge.ConfigError, match="set the model to load"):
         lmforge.load("")
+
+
+def test_hooks_reach_the_engine(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    from lmforge.engine.hooks import StepHook
+
+    class Record(StepHook):
+        def __init__(self) -> None:
+            self.evaluations: list[tuple[int, float]] = []
+
+        def on_evaluate(self, engine: object, metrics: dict[str, float]) -> None:
+            self.evaluations.append((engine.state.global_step, metrics["eval_accuracy"]))
+
+    record = Record()
+    encoder, data = setup
+    result = lmforge.finetune({"data": {"path": str(data)}, "model": {"pretrained": str(encoder)}},
+                              "train.max_steps=4", "train.eval_every=2", "train.precision=fp32",
+                              "track.backends=jsonl", "track.progress=false", hooks=[record],
+                              output_dir=str(tmp_path / "run"))
+    assert [step for step, _ in record.evaluations] == [2, 4]
+    # The report is of the best checkpoint, which is one of the evaluations the hook saw.
+    assert any(acc == pytest.approx(result.metrics["accuracy"]) for _, acc in record.evaluations)

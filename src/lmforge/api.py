@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,49 +95,57 @@ def resolve_job(command: str, config: ConfigSource = None, overrides: tuple[str,
     return build_config(COMMANDS[command].config, None, list(overrides), base=data)
 
 
-def run_command(command: str, job: Any, resume: bool = False) -> dict[str, Any]:
-    """Run one command on a resolved config inside a :func:`run_scope`; return its summary."""
+def run_command(command: str, job: Any, resume: bool = False,
+                hooks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Run one command on a resolved config inside a :func:`run_scope`; return its summary.
+
+    ``hooks`` (engine :class:`~lmforge.engine.hooks.StepHook` objects) go to the commands
+    that train with the engine (finetune, pretrain).
+    """
     from lmforge.cli import COMMANDS, quiet_libraries
     from lmforge.engine.scope import run_scope
 
     quiet_libraries(debug=False, interactive=True)  # lmforge logs its own line for a new head
+    kwargs = {"hooks": list(hooks)} if hooks else {}
     with run_scope():
-        return COMMANDS[command].load()(job, resume=resume)
+        return COMMANDS[command].load()(job, resume=resume, **kwargs)
 
 
 def _api(command: str, config: ConfigSource, overrides: tuple[str, ...], resume: bool,
-         sections: dict[str, Any]) -> RunResult:
+         sections: dict[str, Any], hooks: Sequence[Any] = ()) -> RunResult:
     job = resolve_job(command, config, overrides, sections)
-    summary = dict(run_command(command, job, resume))
+    summary = dict(run_command(command, job, resume, hooks))
     table = summary.pop("table", None)
     run_dir = Path(summary["run_dir"]) if summary.get("run_dir") else None
     return RunResult(command, summary, run_dir, headline_metrics(summary), table)
 
 
 def finetune(config: ConfigSource = None, *overrides: str, resume: bool = False,
-             **sections: Any) -> RunResult:
+             hooks: Sequence[Any] = (), **sections: Any) -> RunResult:
     """Fine-tune a pretrained model on a labeled task (``lmforge finetune``).
 
     Args:
         config: A :class:`~lmforge.settings.FinetuneJob`, a dict or a YAML path.
         *overrides: ``key=value`` strings, e.g. ``"train.lr=3e-5"``.
         resume: Continue the run in ``output_dir`` from its latest checkpoint.
+        hooks: Extra engine hooks (:class:`~lmforge.engine.hooks.StepHook`), e.g. to
+            report each evaluation to a tuner.
         **sections: Config sections or keys, e.g. ``train={"epochs": 1}``,
             ``output_dir="runs/x"``.
 
     Returns:
         The run: ``run_dir``, validation ``metrics`` and the whole ``summary``.
     """
-    return _api("finetune", config, overrides, resume, sections)
+    return _api("finetune", config, overrides, resume, sections, hooks)
 
 
 def pretrain(config: ConfigSource = None, *overrides: str, resume: bool = False,
-             **sections: Any) -> RunResult:
+             hooks: Sequence[Any] = (), **sections: Any) -> RunResult:
     """Self-supervised pretraining, from scratch or continued (``lmforge pretrain``).
 
-    Takes the config as :func:`finetune` does; ``metrics`` are the final evaluation.
+    Takes the config and hooks as :func:`finetune` does; ``metrics`` are the final evaluation.
     """
-    return _api("pretrain", config, overrides, resume, sections)
+    return _api("pretrain", config, overrides, resume, sections, hooks)
 
 
 def evaluate(config: ConfigSource = None, *overrides: str, **sections: Any) -> RunResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from safetensors.torch import load_model
 from lmforge.config import to_dict
 from lmforge.data.corpus import load_corpus
 from lmforge.engine.checkpoint import PREFIX
-from lmforge.engine.hooks import EarlyStopping
+from lmforge.engine.hooks import EarlyStopping, StepHook
 from lmforge.engine.loop import Engine
 from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
@@ -29,12 +30,14 @@ from lmforge.tracking import build_loggers
 log = logging.getLogger(__name__)
 
 
-def run_finetune(job: FinetuneJob, resume: bool = False) -> dict[str, Any]:
+def run_finetune(job: FinetuneJob, resume: bool = False,
+                 hooks: Sequence[StepHook] = ()) -> dict[str, Any]:
     """Fine-tune, keep the best checkpoint, save ``model/`` and evaluate on dev (and test).
 
     Args:
         job: The resolved config.
         resume: Continue from the run's latest checkpoint.
+        hooks: Extra engine hooks (Python API only; e.g. a tuner's pruning hook).
 
     Returns:
         The summary written to ``summary.json``.
@@ -58,7 +61,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False) -> dict[str, Any]:
     # PEFT: wrap or freeze before the objective and optimizer see the parameters.
     model = apply_peft(model, job.peft, task.name, source)
     objective = task.objective(model, info, job.train, encoded["train"])
-    hooks = []
+    hooks = list(hooks)
     if job.train.early_stopping_patience > 0:
         hooks.append(EarlyStopping(job.train.metric_for_best, job.train.early_stopping_patience,
                                    job.train.greater_is_better))

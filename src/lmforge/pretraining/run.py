@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from lmforge.config import build_config, load_yaml, to_dict
 from lmforge.data.collators import ClmCollator, MlmCollator
 from lmforge.data.corpus import load_corpus
 from lmforge.data.lm import prepare_lm_dataset
+from lmforge.engine.hooks import StepHook
 from lmforge.engine.loop import Engine, evaluate_model
 from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError, DataError
@@ -80,12 +82,14 @@ def rank_checksums(model: torch.nn.Module, accelerator: Accelerator) -> list[flo
     return [round(v, 6) for v in accelerator.gather(tensor).tolist()]
 
 
-def run_pretrain(job: PretrainJob, resume: bool = False) -> dict[str, Any]:
+def run_pretrain(job: PretrainJob, resume: bool = False,
+                 hooks: Sequence[StepHook] = ()) -> dict[str, Any]:
     """Pretrain (from scratch or continued) and save the model to ``<run>/model``.
 
     Args:
         job: The resolved config.
         resume: Continue from the run's latest checkpoint.
+        hooks: Extra engine hooks (Python API only).
 
     Returns:
         The summary written to ``summary.json``.
@@ -113,7 +117,7 @@ def run_pretrain(job: PretrainJob, resume: bool = False) -> dict[str, Any]:
     engine = Engine(wrap_for_objective(loaded.model, obj.name), job.train, train_ds,
                     _collator(obj.name, tokenizer, obj.mlm_probability, obj.whole_word_mask),
                     run_dir, eval_dataset=eval_ds, eval_reducer=lm_eval_reducer,
-                    loggers=loggers, lengths=lengths, accelerator=accelerator,
+                    hooks=hooks, loggers=loggers, lengths=lengths, accelerator=accelerator,
                     show_progress=job.track.progress)
     initial = engine.evaluate() if eval_ds is not None and not resume else {}
     t0 = time.perf_counter()
