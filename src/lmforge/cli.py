@@ -59,10 +59,10 @@ COMMANDS: dict[str, Command] = {
                         "self-supervised pretraining: mlm (+wwm, nsp, sop) or clm"),
     "finetune": Command(FinetuneJob, "lmforge.finetuning.run:run_finetune",
                         "fine-tune a pretrained model on a labeled task (classification)"),
-    "evaluate": Command(EvaluateJob, "lmforge.pretraining.run:run_evaluate",
+    "evaluate": Command(EvaluateJob, "lmforge.evaluation.command:run_evaluate",
                         "evaluate a run: perplexity for pretraining, full report for "
                         "fine-tuning"),
-    "predict": Command(PredictJob, "lmforge.finetuning.predict:run_predict",
+    "predict": Command(PredictJob, "lmforge.predictor:run_predict",
                        "predict with a fine-tuned run on a file or stdin (jsonl out)"),
     "serve": Command(ServeJob, "lmforge.serving.server:run_serve",
                      "HTTP server for a fine-tuned run or ONNX export (dynamic batching)"),

@@ -17,8 +17,11 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +29,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmforge.data.sources import load_raw
 from lmforge.engine.precision import resolve_precision
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, DataError
+from lmforge.settings import PredictJob
 
 log = logging.getLogger(__name__)
-
-GENERATIVE_TASKS = ("seq2seq", "sft")
 
 
 @dataclass
@@ -40,7 +43,7 @@ class Predictor:
 
     Attributes:
         task: The :class:`~lmforge.finetuning.task.Task` object.
-        info: The task settings saved with the model (``lmforge_task.json``).
+        settings: The task's typed settings saved with the model (``lmforge_task.json``).
         tokenizer: The model's tokenizer.
         model: The model (eval mode).
         backend: ``torch`` or ``onnx``.
@@ -50,7 +53,7 @@ class Predictor:
     """
 
     task: Any
-    info: dict[str, Any]
+    settings: Any
     tokenizer: Any
     model: nn.Module
     backend: str = "torch"
@@ -62,12 +65,12 @@ class Predictor:
     @property
     def task_name(self) -> str:
         """The registered task name (``classification``, ``qa``, ...)."""
-        return str(self.info["task"])
+        return self.task.name
 
     @property
     def generative(self) -> bool:
-        """True for seq2seq and chat SFT models."""
-        return self.task_name in GENERATIVE_TASKS
+        """True when the model writes text token by token (seq2seq, chat SFT)."""
+        return self.task.generative
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast when that precision was chosen, else a no-op."""
@@ -78,7 +81,7 @@ class Predictor:
     @property
     def labels(self) -> list[str] | None:
         """The label names of classification and NER models (None for the others)."""
-        return self.info.get("labels")
+        return self.task.label_names(self.settings)
 
     def predict(self, inputs: str | dict[str, Any] | list[str | dict[str, Any]],
                 top_k: int = 1) -> list[dict[str, Any]]:
@@ -94,12 +97,13 @@ class Predictor:
             One row per input, as ``lmforge predict`` writes them.
         """
         items = inputs if isinstance(inputs, list) else [inputs]
-        column = self.info.get("text_column", "text")
-        records = [r if isinstance(r, dict) else {column: str(r)} for r in items]
+        records = [r if isinstance(r, dict) else self.task.record_from_text(self.settings,
+                                                                             str(r))
+                   for r in items]
         if not records:
             return []
         with self.lock, torch.no_grad(), self.autocast():
-            return self.task.predict(self.model, self.tokenizer, self.info, records, top_k)
+            return self.task.predict(self.model, self.tokenizer, self.settings, records, top_k)
 
     def predict_batch(self, payloads: list[tuple[list[dict[str, Any]], int]]
                       ) -> list[list[dict[str, Any]]]:
@@ -126,20 +130,6 @@ class Predictor:
         """Tokens of ``text`` without special tokens (for the max_input_tokens limit)."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def warmup_records(self) -> list[dict[str, Any]]:
-        """One small input of this task's shape (used to warm the model up)."""
-        info = self.info
-        if self.task_name == "classification":
-            record = {info["text_column"]: "warm up"}
-            if info.get("text_pair_column"):
-                record[info["text_pair_column"]] = "warm up"
-            return [record]
-        if self.task_name == "token_classification":
-            return [{info["tokens_column"]: ["warm", "up"]}]
-        if self.task_name == "qa":
-            return [{info["question_column"]: "warm up ?", info["context_column"]: "warm up ."}]
-        return []
-
     def warmup(self) -> None:
         """Run the model once so the first real request does not pay for lazy init."""
         if self.generative:
@@ -147,18 +137,19 @@ class Predictor:
 
             generate_text(self, "warm up", None, GenerateParams(max_new_tokens=1))
         else:
-            self.predict(self.warmup_records())
+            self.predict([self.task.example_record(self.settings)])
 
 
 def _load_torch(source: str, precision: str) -> Predictor:
-    from lmforge.finetuning.predict import _load_run
+    from lmforge.finetuning.saved import load_finetuned
 
     if (Path(source) / "model.onnx").is_file():
         raise ConfigError(f"{source} is an ONNX export; serve it with backend=onnx")
-    model_dir, info, task, tokenizer, model = _load_run(source)
-    model.eval()
+    run = load_finetuned(source)
+    run.model.eval()
     resolved = resolve_precision(precision, torch.device("cpu"))
-    return Predictor(task, info, tokenizer, model, "torch", resolved, model_dir)
+    return Predictor(run.task, run.settings, run.tokenizer, run.model, "torch", resolved,
+                     run.model_dir)
 
 
 def _load_onnx(source: str, threads: int | None) -> Predictor:
@@ -167,11 +158,11 @@ def _load_onnx(source: str, threads: int | None) -> Predictor:
     except ImportError as err:
         raise ConfigError(f"backend=onnx is unavailable ({err}); install onnxruntime "
                           "(pip install onnxruntime) or use backend=torch") from None
-    model, tokenizer, info, task = load_onnx_model(source, num_threads=threads)
+    model, tokenizer, task, settings = load_onnx_model(source, num_threads=threads)
     path = str(getattr(model, "path", source))
     # The export writes the quantized graph to onnx-int8/ (see lmforge export).
     kind = "onnx-int8" if "int8" in Path(path).parent.name else "onnx"
-    return Predictor(task, info, tokenizer, model, "onnx", kind, str(Path(path).parent))
+    return Predictor(task, settings, tokenizer, model, "onnx", kind, str(Path(path).parent))
 
 
 def load_predictor(source: str | Path, backend: str = "auto", precision: str = "auto",
@@ -210,3 +201,51 @@ def load_predictor(source: str | Path, backend: str = "auto", precision: str = "
     log.info("loaded %s (%s task) with %s / %s", predictor.source, predictor.task_name,
              predictor.backend, predictor.precision)
     return predictor
+
+
+def _read_inputs(source: str, text_column: str) -> Iterator[dict[str, Any]]:
+    """Records from stdin / a text file (one text per line) / a jsonl, csv, tsv file."""
+    if source == "-":
+        for line in sys.stdin:
+            if line.strip():
+                yield {text_column: line.rstrip("\n")}
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"input file {source!r} not found; pass input=FILE or input=- for stdin")
+    if path.suffix in (".jsonl", ".json", ".csv", ".tsv", ".parquet"):
+        split = next(iter(load_raw(str(path)).values()))
+        yield from split
+        return
+    with open(path, encoding="utf-8") as fh:
+        yield from ({text_column: line.rstrip("\n")} for line in fh if line.strip())
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def run_predict(job: PredictJob, resume: bool = False) -> dict[str, Any]:
+    """Predict for a file or stdin; write one JSON object per input."""
+    predictor = load_predictor(job.run, precision=job.precision)
+    column = job.text_column or predictor.settings.text_column
+    out = sys.stdout if job.output == "-" else open(job.output, "w", encoding="utf-8")  # noqa: SIM115
+    count = 0
+    try:
+        for records in _batches(_read_inputs(job.input, column), job.batch_size):
+            for row in predictor.predict(records, job.top_k):
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if count == 0:
+        raise DataError(f"no inputs in {job.input!r}; give one text per line")
+    return {"command": "predict", "inputs": count, "output": job.output}

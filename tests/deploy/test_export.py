@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from lmforge.cli import main
+from lmforge.deploy import export
 from lmforge.deploy.onnx_model import find_onnx_folder, load_onnx_model
-from lmforge.finetuning import predict as finetune_predict
+from lmforge.finetuning.saved import FinishedRun, load_finetuned
 from tests.finetuning.conftest import save_word_encoder
 from tests.finetuning.test_classification_e2e import FILLER, NEGATIVE, POSITIVE, _labeled_csv
 from tests.finetuning.test_qa_e2e import CITIES, PEOPLE, QUESTION, _squad
@@ -111,8 +112,8 @@ def test_onnx_matches_pytorch_and_predict_runs_on_it(
         assert _scores(a) == pytest.approx(_scores(b), abs=1e-4)
     # The export root resolves to its fp32 ONNX folder for the server's loader.
     assert find_onnx_folder(out) == out / "onnx"
-    model, _, info, task = load_onnx_model(out, num_threads=1)
-    assert info["labels"] == ["none", "one", "two"] and task.name == "classification"
+    model, _, task, settings = load_onnx_model(out, num_threads=1)
+    assert settings.labels == ["none", "one", "two"] and task.name == "classification"
     assert model.session.get_session_options().intra_op_num_threads == 1
 
 
@@ -143,7 +144,9 @@ def test_lora_model_is_merged_and_predicts_the_same(
     from transformers import pipeline
 
     run, _ = cls_run
-    model_dir, info, task, tokenizer, base = finetune_predict._load_run(str(run))
+    loaded = load_finetuned(str(run))
+    model_dir, task, settings, tokenizer, base = (loaded.model_dir, loaded.task,
+                                                  loaded.settings, loaded.tokenizer, loaded.model)
     records = [{"text": t} for t in TEXTS]
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -154,11 +157,11 @@ def test_lora_model_is_merged_and_predicts_the_same(
     for name, param in lora.named_parameters():  # B = 0 at init: make the adapter matter
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.5)
-    before = task.predict(lora, tokenizer, info, records, top_k=3)
+    before = task.predict(lora, tokenizer, settings, records, top_k=3)
     with torch.no_grad():
         assert (lora(**batch).logits - plain).abs().max() > 0.1
-    monkeypatch.setattr(finetune_predict, "_load_run",
-                        lambda _: (model_dir, info, task, tokenizer, lora))
+    monkeypatch.setattr(export, "load_finetuned",
+                        lambda _: FinishedRun(model_dir, task, settings, tokenizer, lora))
     # merge=false keeps the adapter folder (before the merged export, which mutates `lora`).
     unmerged = tmp_path / "unmerged"
     assert main(["export", str(run), "format=hf", "merge=false",
@@ -207,11 +210,13 @@ def test_qa_onnx_export_matches_pytorch(tmp_path: Path) -> None:
     assert [o.name for o in graph.output] == ["start_logits", "end_logits"]
     for key in ("exact_match", "f1"):
         assert summary["metrics_onnx"][key] == summary["metrics_pytorch"][key]
-    _, info, task, tokenizer, model = finetune_predict._load_run(str(run))
-    onnx_model, onnx_tokenizer, onnx_info, onnx_task = load_onnx_model(out / "onnx")
+    loaded = load_finetuned(str(run))
+    task, settings, tokenizer, model = loaded.task, loaded.settings, loaded.tokenizer, \
+        loaded.model
+    onnx_model, onnx_tokenizer, onnx_task, onnx_settings = load_onnx_model(out / "onnx")
     records = [json.loads(line) for line in test.read_text().splitlines()][:6]
-    expected = task.predict(model, tokenizer, info, records)
-    got = onnx_task.predict(onnx_model, onnx_tokenizer, onnx_info, records)
+    expected = task.predict(model, tokenizer, settings, records)
+    got = onnx_task.predict(onnx_model, onnx_tokenizer, onnx_settings, records)
     assert [r["answer"] for r in got] == [r["answer"] for r in expected]
     assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected], abs=1e-4)
 
@@ -241,12 +246,10 @@ def test_onnx_beyond_tolerance_fails_and_leaves_no_export(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from lmforge.deploy import export
-
     run, _ = cls_run
     exported = cls_export[0] / "onnx" / "model.onnx"
     # Reuse the fixture's graph (no second export) and pretend it drifted from PyTorch.
-    monkeypatch.setattr(export, "export_onnx", lambda *a, **k: shutil.copy(exported, a[3]))
+    monkeypatch.setattr(export, "export_onnx", lambda *a, **k: shutil.copy(exported, a[4]))
     monkeypatch.setattr(export, "max_abs_diff", lambda *a, **k: 0.5)
     out = tmp_path / "out"
     assert main(["export", str(run), "format=onnx", f"--output-dir={out}"]) == 2

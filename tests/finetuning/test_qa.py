@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lmforge.errors import ConfigError, DataError
-from lmforge.finetuning.qa import (
+from lmforge.finetuning.qa.data import (
     QACollator,
     answers_of,
     check_answers,

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lmforge.errors import ConfigError, DataError  # noqa: E402
-from lmforge.finetuning.seq2seq import (  # noqa: E402
+from lmforge.finetuning.seq2seq.data import (  # noqa: E402
     GenerationSettings,
     Seq2SeqCollator,
     generate_texts,

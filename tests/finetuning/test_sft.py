@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lmforge.errors import ConfigError, DataError  # noqa: E402
-from lmforge.finetuning.sft import (  # noqa: E402
+from lmforge.finetuning.sft.data import (  # noqa: E402
     DEFAULT_CHAT_TEMPLATE,
     END_OF_TURN,
     SftCollator,

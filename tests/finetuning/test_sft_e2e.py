@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -12,8 +13,9 @@ import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from lmforge.cli import main
-from lmforge.finetuning.sft import END_OF_TURN
-from lmforge.finetuning.sft_task import ChatSftTask
+from lmforge.finetuning.saved import read_settings
+from lmforge.finetuning.sft.data import END_OF_TURN
+from lmforge.finetuning.sft.task import ChatSftTask
 
 WORDS = ["red", "green", "blue", "cat", "dog", "fish"]
 
@@ -80,14 +82,15 @@ def test_finetune_evaluate_predict(tmp_path: Path, gpt2_dir: Path) -> None:
     assert tok.chat_template and END_OF_TURN in tok.chat_template
     info = json.loads((run / "model" / "lmforge_task.json").read_text())
     assert info["text_column"] == "prompt"
-    encoded = ChatSftTask().encode(datasets.Dataset.from_list(test_rows), tok, info, "test")
+    settings = read_settings(run / "model")[1]
+    encoded = ChatSftTask().encode(datasets.Dataset.from_list(test_rows), tok, settings, "test")
     first = encoded[0]
     reply = tok.decode([i for i, lab in zip(first["input_ids"], first["labels"], strict=True)
                         if lab != -100])
     assert reply.strip() == test_rows[0]["response"] + END_OF_TURN
     assert metrics["tokens"] == _trained_tokens(encoded)
     full = ChatSftTask().encode(datasets.Dataset.from_list(test_rows), tok,
-                                {**info, "train_on_prompt": True}, "test")
+                                replace(settings, train_on_prompt=True), "test")
     assert _trained_tokens(full) > 2 * metrics["tokens"]
 
     samples = [json.loads(x) for x in (run / "eval-test" / "predictions.jsonl").read_text()

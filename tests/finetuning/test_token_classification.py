@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lmforge.errors import DataError
-from lmforge.finetuning.token_classification import (
+from lmforge.finetuning.token_classification.data import (
     TokenClassificationCollator,
     collect_labels,
     convert_tags,

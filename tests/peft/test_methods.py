@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from lmforge.cli import main
 from lmforge.errors import ConfigError
-from lmforge.finetuning.predict import _load_run
+from lmforge.finetuning.saved import load_finetuned
 from lmforge.peft import PeftConfig, apply_peft, merge_adapter
 from lmforge.peft.adapters import AdapterLinear, BottleneckAdapter
 from tests.peft.conftest import common_args, summary_of
@@ -62,10 +62,13 @@ def test_method_trains_saves_reloads_predicts(method: str, trained: Callable[[st
         assert {"adapter_config.json", "adapter_model.safetensors"} <= files
 
     # Reload (as predict / evaluate do): same scores as the report written after training.
-    _, info, task, tokenizer, model = _load_run(str(run))
+    loaded = load_finetuned(str(run))
+    task, settings, tokenizer, model = loaded.task, loaded.settings, loaded.tokenizer, \
+        loaded.model
     rows = [json.loads(x) for x in (run / "eval-validation" / "predictions.jsonl")
             .read_text().splitlines()]
-    again = task.predict(model, tokenizer, info, [{"text": r["text"]} for r in rows], top_k=3)
+    again = task.predict(model, tokenizer, settings, [{"text": r["text"]} for r in rows],
+                         top_k=3)
     for row, pred in zip(rows, again, strict=True):
         assert pred["label"] == row["predicted"]
         scores = {s["label"]: s["score"] for s in pred["top_k"]}
@@ -78,7 +81,7 @@ def test_method_trains_saves_reloads_predicts(method: str, trained: Callable[[st
             if "classifier" in n and "original_module" not in n}
     assert len(head) == 2
     torch.manual_seed(3)  # the run's seed: the head initialisation of the run
-    init, _ = task.load_model(str(encoder_dir), info)
+    init, _ = task.load_model(str(encoder_dir), settings)
     for name, p in head.items():
         assert torch.equal(p, best[f"model.{name}"]), name
         assert not torch.allclose(p, init.state_dict()[f"classifier.{name.split('.')[-1]}"])
@@ -104,7 +107,8 @@ def test_bitfit_trains_only_biases_and_head(encoder_dir: Path) -> None:
 
 @pytest.mark.parametrize("method", ["lora", "ia3"])
 def test_merge_gives_identical_predictions(method: str, trained: Callable[[str], Path]) -> None:
-    _, _, _, tokenizer, model = _load_run(str(trained(method)))
+    loaded = load_finetuned(str(trained(method)))
+    tokenizer, model = loaded.tokenizer, loaded.model
     before = _logits(model, tokenizer)
     merged = merge_adapter(model)
     assert type(merged).__name__ == "BertForSequenceClassification"
@@ -117,10 +121,10 @@ def test_merge_gives_identical_predictions(method: str, trained: Callable[[str],
 
 def test_merge_refuses_prompt_and_adapters(trained: Callable[[str], Path]) -> None:
     for method in ("prompt", "houlsby"):
-        _, _, _, _, model = _load_run(str(trained(method)))
+        model = load_finetuned(str(trained(method))).model
         with pytest.raises(ConfigError, match="cannot be merged"):
             merge_adapter(model)
-    _, _, _, _, model = _load_run(str(trained("bitfit")))
+    model = load_finetuned(str(trained("bitfit"))).model
     assert merge_adapter(model) is model  # already plain weights
 
 
@@ -130,7 +134,8 @@ def test_plain_peft_loads_the_saved_adapter(trained: Callable[[str], Path],
     from transformers import AutoModelForSequenceClassification
 
     run = trained("lora")
-    _, _, _, tokenizer, ours = _load_run(str(run))
+    loaded = load_finetuned(str(run))
+    tokenizer, ours = loaded.tokenizer, loaded.model
     base = AutoModelForSequenceClassification.from_pretrained(encoder_dir, num_labels=3)
     plain = PeftModel.from_pretrained(base, run / "model").eval()
     assert torch.equal(_logits(plain, tokenizer), _logits(ours, tokenizer))

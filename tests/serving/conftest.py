@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Iterator
@@ -17,7 +16,8 @@ from fastapi.testclient import TestClient
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from lmforge.cli import main
-from lmforge.finetuning.task import TASK_FILE, get_task
+from lmforge.finetuning.saved import write_settings
+from lmforge.finetuning.task import get_task
 from lmforge.settings import FinetuneJob, TaskConfig
 from tests.finetuning.conftest import save_word_encoder
 
@@ -63,20 +63,20 @@ def make_run(root: Path, task_name: str, base: Path, rows: list[dict[str, Any]],
     The task's own setup / load_model / save path is used, so serving sees exactly what a
     fine-tuned run holds; only the training steps are skipped.
     """
-    from lmforge.finetuning.sft import ensure_chat_template
+    from lmforge.finetuning.sft.data import ensure_chat_template
 
     job = FinetuneJob(task=TaskConfig(name=task_name, **task_options))
     task = get_task(task_name)
-    info = task.setup(job, datasets.Dataset.from_list(rows))
+    settings = task.setup(job, datasets.Dataset.from_list(rows))
     torch.manual_seed(0)
-    model, _ = task.load_model(str(base), info)
+    model, _ = task.load_model(str(base), settings)
     tokenizer = AutoTokenizer.from_pretrained(base)
     if task_name == "sft":
         ensure_chat_template(tokenizer)
     out = root / "model"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / TASK_FILE).write_text(json.dumps(info))
+    write_settings(out, settings)
     return root
 
 

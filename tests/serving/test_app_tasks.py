@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lmforge.finetuning.sft import END_OF_TURN
+from lmforge.finetuning.sft.data import END_OF_TURN
 from lmforge.serving import ServeJob, create_app, load_predictor
 from lmforge.serving.client import iter_events
 from lmforge.serving.generation import GenerateParams, stream_text
@@ -35,7 +35,7 @@ def test_entities_have_char_offsets_into_the_text(ner_run: Path) -> None:
         assert text[ent["start"]:ent["end"]] == ent["text"]
         assert ent["label"] in {"PER", "LOC"} and 0.0 < ent["score"] <= 1.0
     assert rows[0]["tokens"] == text.split() and len(rows[0]["tags"]) == 7
-    direct = predictor.task.predict(predictor.model, predictor.tokenizer, predictor.info,
+    direct = predictor.task.predict(predictor.model, predictor.tokenizer, predictor.settings,
                                     [{"text": text}])
     assert rows == json.loads(json.dumps(direct))
 

@@ -1,4 +1,5 @@
-"""From a :class:`~lmforge.settings.DataConfig` to train / validation (/ test) splits."""
+"""From a data config (:class:`~lmforge.settings.LabeledDataConfig` or its subclass
+:class:`~lmforge.settings.DataConfig`) to train / validation (/ test) splits."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import numpy as np
 from lmforge.data.sources import load_raw
 from lmforge.data.splits import ensure_splits
 from lmforge.errors import ConfigError
-from lmforge.settings import DataConfig
+from lmforge.settings import LabeledDataConfig
 
 
-def load_corpus(cfg: DataConfig, seed: int = 42) -> datasets.DatasetDict:
+def load_corpus(cfg: LabeledDataConfig, seed: int = 42) -> datasets.DatasetDict:
     """Load ``cfg.path``, carve missing splits (seeded), then sample max_examples and repeat.
 
     Args:

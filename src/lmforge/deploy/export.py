@@ -15,9 +15,9 @@ lengths and compared with PyTorch; the fp32 graph must agree within ``tolerance`
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import io
-import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -29,32 +29,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmforge.deploy.onnx_model import (
-    ONNX_FILE,
-    ONNX_TASKS,
-    OUTPUT_NAMES,
-    OnnxTaskModel,
-    find_onnx_folder,
-)
+from lmforge.deploy.onnx_model import ONNX_FILE, OnnxTaskModel, find_onnx_folder
 from lmforge.deploy.settings import ExportJob
 from lmforge.errors import ConfigError, DataError, LmforgeError
-from lmforge.finetuning import predict as finetune_predict
-from lmforge.finetuning.task import TASK_FILE
+from lmforge.finetuning.saved import (
+    TASK_FILE,
+    finetuned_model_dir,
+    load_finetuned,
+    read_settings,
+    write_settings,
+)
+from lmforge.finetuning.task import Task, TaskSettings, all_tasks
 from lmforge.runs import make_run_dir, save_atomically, save_run_config, write_json
 
 log = logging.getLogger(__name__)
-
-SAMPLE_TEXTS = [
-    "good",
-    "the film was long but the ending made up for it",
-    "Alice lives in Paris .",
-    "what a wonderful day",
-    "the service was slow , the food was cold and nobody said sorry for the wait at all",
-    "ok",
-    "Mr Smith went home to London after the meeting ended late on friday",
-    "where does Alice live ?",
-]
-"""Built-in inputs for the ONNX check when no data.path is given (varied lengths)."""
 
 SAMPLE_BATCH_SIZES = (1, 3, 8)
 
@@ -96,7 +84,7 @@ def merge_adapter(model: nn.Module) -> tuple[nn.Module, bool]:
     return merged, merged is not model
 
 
-def _side_files(folder: Path, model: nn.Module, tokenizer: Any, info: dict[str, Any]) -> None:
+def _side_files(folder: Path, model: nn.Module, tokenizer: Any, settings: TaskSettings) -> None:
     """Tokenizer, transformers config and task settings next to exported weights."""
     tokenizer.save_pretrained(folder)
     config = getattr(model, "config", None)
@@ -105,28 +93,27 @@ def _side_files(folder: Path, model: nn.Module, tokenizer: Any, info: dict[str, 
     if config is not None and not (folder / "config.json").is_file() and \
             not hasattr(model, "peft_config"):
         config.save_pretrained(folder)
-    (folder / TASK_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False),
-                                    encoding="utf-8")
+    write_settings(folder, settings)
 
 
-def _set_label_names(model: nn.Module, info: dict[str, Any]) -> None:
+def _set_label_names(model: nn.Module, task: Task, settings: TaskSettings) -> None:
     """id2label / label2id in the config so pipelines print label names, not LABEL_0."""
-    labels = info.get("labels")
+    labels = task.label_names(settings)
     config = getattr(model, "config", None)
-    if labels and config is not None and info["task"] in ("classification",
-                                                          "token_classification"):
+    if labels and config is not None:
         config.id2label = dict(enumerate(labels))
         config.label2id = {name: i for i, name in enumerate(labels)}
 
 
-def export_hf(model: nn.Module, tokenizer: Any, info: dict[str, Any], folder: Path,
-              merge: bool = True) -> tuple[nn.Module, bool]:
+def export_hf(model: nn.Module, tokenizer: Any, task: Task, settings: TaskSettings,
+              folder: Path, merge: bool = True) -> tuple[nn.Module, bool]:
     """Write a Hugging Face folder loadable by ``transformers.pipeline`` without lmforge.
 
     Args:
         model: The fine-tuned model (a ``peft.PeftModel`` for adapter runs).
         tokenizer: Its tokenizer.
-        info: The task settings (saved as ``lmforge_task.json``).
+        task: The task object.
+        settings: The task settings (saved as ``lmforge_task.json``).
         folder: Target folder (replaced atomically).
         merge: PEFT models: merge the adapter first (False: save the adapter only).
 
@@ -137,11 +124,11 @@ def export_hf(model: nn.Module, tokenizer: Any, info: dict[str, Any], folder: Pa
         model, merged = merge_adapter(model)
     else:
         merged = False
-    _set_label_names(model, info)
+    _set_label_names(model, task, settings)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
-        _side_files(tmp, model, tokenizer, info)
+        _side_files(tmp, model, tokenizer, settings)
 
     save_atomically(folder, write)
     return model, merged
@@ -186,8 +173,8 @@ def _tokenize(tokenizer: Any, pairs: list[tuple[str, str | None]], max_length: i
     return {name: enc[name] for name in names if name in enc}
 
 
-def export_onnx(model: nn.Module, tokenizer: Any, info: dict[str, Any], path: Path,
-                opset: int | None = None) -> None:
+def export_onnx(model: nn.Module, tokenizer: Any, task: Task, settings: TaskSettings,
+                path: Path, opset: int | None = None) -> None:
     """Export an encoder task model to ``path`` with dynamic (batch, sequence) axes.
 
     Uses the ``torch.export``-based exporter (``dynamo=True``, needs onnxscript): it records
@@ -197,17 +184,16 @@ def export_onnx(model: nn.Module, tokenizer: Any, info: dict[str, Any], path: Pa
     for SDPA), which gave |diff| ~1e-2 on padded batches in our check; the dynamo export gave
     1e-8 to 1e-6 and byte-identical files across runs.
     """
-    task = info["task"]
     names = _input_names(model, tokenizer)
-    # Two texts of different lengths: batch and sequence above 1 (sizes 0/1 get specialised).
-    example = _tokenize(tokenizer, [("a short one", None), (SAMPLE_TEXTS[1], None)], 32, names)
-    if task == "qa":
-        example = _tokenize(tokenizer, [("a short one", "a context"),
-                                        (SAMPLE_TEXTS[7], SAMPLE_TEXTS[2])], 32, names)
+    # Two inputs of different lengths, as the task takes them (single texts or pairs): batch
+    # and sequence above 1 (sizes 0/1 get specialised).
+    samples = task.sample_inputs(settings, None)
+    short = ("a short one", "a context" if samples[0][1] is not None else None)
+    example = _tokenize(tokenizer, [short, max(samples, key=lambda p: len(p[0]))], 32, names)
     batch = torch.export.Dim("batch")
     sequence = torch.export.Dim("sequence")
     dynamic = {name: {0: batch, 1: sequence} for name in example}
-    graph = _Graph(model, OUTPUT_NAMES[task]).eval()
+    graph = _Graph(model, task.onnx_outputs).eval()
     # The exporter prints progress lines, logs every optimisation pass and warns about merged
     # axis names; keep the CLI quiet.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
@@ -215,7 +201,7 @@ def export_onnx(model: nn.Module, tokenizer: Any, info: dict[str, Any], path: Pa
         warnings.simplefilter("ignore")
         program = torch.onnx.export(graph, (), kwargs=example, dynamo=True,
                                     dynamic_shapes=dynamic, input_names=list(example),
-                                    output_names=list(OUTPUT_NAMES[task]),
+                                    output_names=list(task.onnx_outputs),
                                     opset_version=opset, verbose=False)
     # Per-node metadata (FX node text, module paths of this machine) is debug info that
     # would otherwise be shipped: ~0.25 MB for a 2-layer model.
@@ -242,28 +228,9 @@ def quantize_int8(source: Path, target: Path) -> None:
                          per_channel=True, reduce_range=True, use_external_data_format=large)
 
 
-def sample_pairs(info: dict[str, Any], rows: list[dict[str, Any]] | None) -> list[tuple[str,
-                                                                                     str | None]]:
-    """Model inputs (text, optional pair text) for the ONNX check, from data rows or built-ins."""
-    task = info["task"]
-    if rows:
-        if task == "qa":
-            return [(str(r[info["question_column"]]), str(r[info["context_column"]]))
-                    for r in rows]
-        if task == "token_classification" and info["tokens_column"] in rows[0]:
-            return [(" ".join(map(str, r[info["tokens_column"]])), None) for r in rows]
-        column, pair = info.get("text_column", "text"), info.get("text_pair_column")
-        if column in rows[0]:
-            return [(str(r[column]), str(r[pair]) if pair else None) for r in rows]
-    if task == "qa" or info.get("text_pair_column"):
-        return [(a, b) for a, b in zip(SAMPLE_TEXTS, SAMPLE_TEXTS[1:] + SAMPLE_TEXTS[:1],
-                                       strict=True)]
-    return [(text, None) for text in SAMPLE_TEXTS]
-
-
 @torch.no_grad()
-def max_abs_diff(reference: nn.Module, candidate: nn.Module, tokenizer: Any,
-                 info: dict[str, Any], pairs: list[tuple[str, str | None]]) -> float:
+def max_abs_diff(reference: nn.Module, candidate: nn.Module, tokenizer: Any, task: Task,
+                 settings: TaskSettings, pairs: list[tuple[str, str | None]]) -> float:
     """Largest |candidate - reference| over all outputs on batches of 1, 3 and 8 inputs.
 
     Each batch is padded to its longest input, so lengths and padding masks vary too.
@@ -271,22 +238,22 @@ def max_abs_diff(reference: nn.Module, candidate: nn.Module, tokenizer: Any,
     names = _input_names(reference, tokenizer)
     worst = 0.0
     for size in SAMPLE_BATCH_SIZES:
-        batch = _tokenize(tokenizer, pairs[:size], info.get("max_length", 128), names)
+        batch = _tokenize(tokenizer, pairs[:size], settings.max_length, names)
         ref, cand = reference(**batch), candidate(**batch)
-        for name in OUTPUT_NAMES[info["task"]]:
+        for name in task.onnx_outputs:
             diff = (ref[name].float() - cand[name].float()).abs().max().item()
             worst = max(worst, diff)
     return worst
 
 
-def _onnx_folder(folder: Path, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+def _onnx_folder(folder: Path, model: nn.Module, tokenizer: Any, settings: TaskSettings,
                  make: Any, check: Any) -> float:
     """Write ``folder`` atomically: ``make(tmp/model.onnx)``, side files, then ``check``."""
     result: dict[str, float] = {}
 
     def write(tmp: Path) -> None:
         make(tmp / ONNX_FILE)
-        _side_files(tmp, model, tokenizer, info)
+        _side_files(tmp, model, tokenizer, settings)
         # Checked before the folder is swapped in: a failed check leaves no bad export.
         result["diff"] = check(tmp / ONNX_FILE)
 
@@ -310,24 +277,28 @@ def _labeled_split(job: ExportJob) -> Any:
                     "set split=")
 
 
-def _evaluate(models: dict[str, nn.Module], task: Any, tokenizer: Any, info: dict[str, Any],
-              split: Any, job: ExportJob, out: Path) -> dict[str, dict[str, float]]:
+def _evaluate(models: dict[str, nn.Module], task: Task, tokenizer: Any,
+              settings: TaskSettings, split: Any, job: ExportJob,
+              out: Path) -> dict[str, dict[str, float]]:
     """Headline metrics per backend (``task.report`` into OUT/eval/<backend>)."""
-    encoded = task.encode(split, tokenizer, dict(info), "evaluation")
+    # A copy: encoding may record facts in the settings (QA's answer check), which the
+    # exported folders must not pick up from the evaluation file.
+    settings = copy.deepcopy(settings)
+    encoded = task.encode(split, tokenizer, settings, "evaluation")
     # fp32 on the CPU for every backend, so differences come from the export alone.
     cpu = SimpleNamespace(device=torch.device("cpu"), autocast=None)
     headlines = {}
     for name, model in models.items():
-        report = task.report(model, tokenizer, dict(info), split, encoded, out / "eval" / name,
+        report = task.report(model, tokenizer, settings, split, encoded, out / "eval" / name,
                              cpu, job.batch_size)
         headlines[name] = {k: float(v) for k, v in report["headline"].items()
                            if isinstance(v, (int, float))}
     return headlines
 
 
-def _deltas(task: str, base: dict[str, float], other: dict[str, float]) -> dict[str, float]:
-    """other - base in points (QA metrics are already percentages, the others fractions)."""
-    scale = 1.0 if task == "qa" else 100.0
+def _deltas(task: Task, base: dict[str, float], other: dict[str, float]) -> dict[str, float]:
+    """other - base in points (the task's metric scale: fractions x 100, percentages x 1)."""
+    scale = task.metric_scale
     # + 0.0 turns round()'s -0.0 into 0.0 in the JSON.
     return {k: round((other[k] - base[k]) * scale, 4) + 0.0 for k in base
             if k in other and k not in ("misaligned_answers", "skipped_examples")}
@@ -352,35 +323,33 @@ def _require_onnx() -> None:
                           "onnxruntime (or use format=hf)")
 
 
-def _check_request(job: ExportJob) -> dict[str, Any]:
+def _check_request(job: ExportJob) -> tuple[Task, TaskSettings]:
     """Fail fast (before loading weights) on a missing run or a format the task lacks."""
-    from lmforge.models.build import resolve_checkpoint
-
     if not job.run:
         raise ConfigError("set the run to export: lmforge export RUN_DIR --output-dir OUT")
     if find_onnx_folder(job.run) is not None:
         raise ConfigError(f"{job.run} is already an ONNX export; pass the fine-tuned run "
                           "directory")
-    model_dir = resolve_checkpoint(job.run)
-    if not Path(model_dir).is_dir():
-        raise ConfigError(f"run {job.run!r} does not exist; pass a finetune run directory")
-    info = finetune_predict.task_info_of(model_dir)
-    if info is None:
+    model_dir = finetuned_model_dir(job.run)
+    saved = read_settings(model_dir)
+    if saved is None:
         raise ConfigError(f"{model_dir} is not a fine-tuned lmforge model (no {TASK_FILE}); "
                           "pass a finetune run directory")
-    task = info.get("task")
-    if task not in ONNX_TASKS and (job.format == "onnx" or job.quantize == "int8"):
-        raise ConfigError(f"format=onnx / quantize=int8 support {', '.join(ONNX_TASKS)}; a "
-                          f"{task} model generates token by token, export it with format=hf")
+    task, settings = saved
+    if not task.onnx_outputs and (job.format == "onnx" or job.quantize == "int8"):
+        with_onnx = [name for name, t in all_tasks().items() if t.onnx_outputs]
+        raise ConfigError(f"format=onnx / quantize=int8 support {', '.join(with_onnx)}; a "
+                          f"{task.name} model generates token by token, export it with "
+                          "format=hf")
     if job.format == "hf" and job.quantize == "int8":
         raise ConfigError("quantize=int8 quantizes the ONNX graph; use format=onnx or "
                           "format=all")
-    if job.format != "hf" and task in ONNX_TASKS:
+    if job.format != "hf" and task.onnx_outputs:
         _require_onnx()
-    return info
+    return task, settings
 
 
-def _export_onnx_variants(model: nn.Module, tokenizer: Any, info: dict[str, Any],
+def _export_onnx_variants(model: nn.Module, tokenizer: Any, task: Task, settings: TaskSettings,
                           job: ExportJob, out: Path, rows: list[dict[str, Any]] | None,
                           summary: dict[str, Any]) -> dict[str, OnnxTaskModel]:
     """Write OUT/onnx (and OUT/onnx-int8), each checked against ``model``; fill ``summary``.
@@ -388,12 +357,11 @@ def _export_onnx_variants(model: nn.Module, tokenizer: Any, info: dict[str, Any]
     Returns:
         The loaded ONNX models by folder name, for the evaluation on data.path.
     """
-    task_name = info["task"]
-    pairs = sample_pairs(info, rows)
+    pairs = task.sample_inputs(settings, rows)
 
     def check(path: Path, limit: float | None) -> float:
-        candidate = OnnxTaskModel(path, task_name, job.num_threads, config=model.config)
-        diff = max_abs_diff(model, candidate, tokenizer, info, pairs)
+        candidate = OnnxTaskModel(path, task, job.num_threads, config=model.config)
+        diff = max_abs_diff(model, candidate, tokenizer, task, settings, pairs)
         if limit is not None and diff > limit:
             raise ExportCheckError(
                 f"ONNX outputs differ from PyTorch by {diff:.3g} > tolerance={limit:g}; "
@@ -401,12 +369,13 @@ def _export_onnx_variants(model: nn.Module, tokenizer: Any, info: dict[str, Any]
         return diff
 
     fp32 = out / "onnx" / ONNX_FILE
-    diffs = {"onnx": _onnx_folder(out / "onnx", model, tokenizer, info,
-                                  lambda p: export_onnx(model, tokenizer, info, p, job.opset),
-                                  lambda p: check(p, job.tolerance))}
+    diffs = {"onnx": _onnx_folder(
+        out / "onnx", model, tokenizer, settings,
+        lambda p: export_onnx(model, tokenizer, task, settings, p, job.opset),
+        lambda p: check(p, job.tolerance))}
     log.info("ONNX vs PyTorch: max |diff| = %.3g (tolerance %g)", diffs["onnx"], job.tolerance)
     if job.quantize == "int8":
-        diffs["onnx-int8"] = _onnx_folder(out / "onnx-int8", model, tokenizer, info,
+        diffs["onnx-int8"] = _onnx_folder(out / "onnx-int8", model, tokenizer, settings,
                                           lambda p: quantize_int8(fp32, p),
                                           lambda p: check(p, None))  # lossy: reported only
         log.info("int8 ONNX vs PyTorch: max |diff| = %.3g", diffs["onnx-int8"])
@@ -415,7 +384,7 @@ def _export_onnx_variants(model: nn.Module, tokenizer: Any, info: dict[str, Any]
         path = out / name / ONNX_FILE
         summary["formats"][name] = str(path)
         summary["size_mb"][name] = _size_mb(out / name, (ONNX_FILE, ONNX_FILE + ".data"))
-        models[name] = OnnxTaskModel(path, task_name, job.num_threads, config=model.config)
+        models[name] = OnnxTaskModel(path, task, job.num_threads, config=model.config)
     summary["max_abs_diff"] = diffs
     summary["tolerance"] = job.tolerance
     return models
@@ -436,12 +405,13 @@ def run_export(job: ExportJob, resume: bool = False) -> dict[str, Any]:
         ExportCheckError: The fp32 ONNX outputs differ from PyTorch by more than
             ``tolerance``.
     """
-    task_name = _check_request(job)["task"]
-    want_onnx = job.format in ("all", "onnx") and task_name in ONNX_TASKS
-    if job.format == "all" and task_name not in ONNX_TASKS:
+    task, _ = _check_request(job)
+    want_onnx = job.format in ("all", "onnx") and bool(task.onnx_outputs)
+    if job.format == "all" and not task.onnx_outputs:
         log.warning("a %s run has no ONNX export (it generates token by token); writing hf "
-                    "only", task_name)
-    _, info, task, tokenizer, model = finetune_predict._load_run(job.run)
+                    "only", task.name)
+    run = load_finetuned(job.run)
+    model, tokenizer, settings = run.model, run.tokenizer, run.settings
     model.eval()
     out = make_run_dir(job.output_dir, "export")
     save_run_config(out, job)
@@ -449,17 +419,16 @@ def run_export(job: ExportJob, resume: bool = False) -> dict[str, Any]:
     rows = [split[i] for i in range(min(len(split), max(SAMPLE_BATCH_SIZES)))] \
         if split is not None else None
     # The reference is evaluated before merging, so a PEFT run's own forward is scored.
-    headlines = _evaluate({"pytorch": model}, task, tokenizer, info, split, job, out) \
+    headlines = _evaluate({"pytorch": model}, task, tokenizer, settings, split, job, out) \
         if split is not None else {}
     summary: dict[str, Any] = {
-        "command": "export", "run": job.run, "task": task_name, "run_dir": str(out),
-        "output_dir": str(out),
-        "formats": {}, "merged_adapter": False,
+        "command": "export", "run": job.run, "task": task.name, "run_dir": str(out),
+        "output_dir": str(out), "formats": {}, "merged_adapter": False,
         "size_mb": {"pytorch": round(sum(p.numel() * p.element_size()
                                          for p in model.parameters()) / 2**20, 4)}}
     if job.format in ("all", "hf"):
-        model, summary["merged_adapter"] = export_hf(model, tokenizer, info, out / "hf",
-                                                     merge=job.merge)
+        model, summary["merged_adapter"] = export_hf(model, tokenizer, task, settings,
+                                                     out / "hf", merge=job.merge)
         summary["formats"]["hf"] = str(out / "hf")
         summary["size_mb"]["hf"] = _size_mb(out / "hf", ("*.safetensors",))
         log.info("wrote %s (merged adapter: %s)", out / "hf", summary["merged_adapter"])
@@ -467,10 +436,12 @@ def run_export(job: ExportJob, resume: bool = False) -> dict[str, Any]:
         if hasattr(model, "peft_config"):  # a PeftModel: ONNX gets the merged weights
             model, merged = merge_adapter(model)
             summary["merged_adapter"] = summary["merged_adapter"] or merged
-        _set_label_names(model, info)
-        onnx_models = _export_onnx_variants(model, tokenizer, info, job, out, rows, summary)
+        _set_label_names(model, task, settings)
+        onnx_models = _export_onnx_variants(model, tokenizer, task, settings, job, out, rows,
+                                            summary)
         if split is not None:
-            headlines.update(_evaluate(onnx_models, task, tokenizer, info, split, job, out))
+            headlines.update(_evaluate(onnx_models, task, tokenizer, settings, split, job,
+                                       out))
     if headlines:
         summary["evaluated_on"] = job.data.path
         summary["examples"] = len(split)
@@ -478,7 +449,7 @@ def run_export(job: ExportJob, resume: bool = False) -> dict[str, Any]:
             summary[f"metrics_{name.replace('-', '_')}"] = headline
             if name != "pytorch":
                 summary[f"delta_points_{name.replace('-', '_')}"] = _deltas(
-                    task_name, headlines["pytorch"], headline)
+                    task, headlines["pytorch"], headline)
     write_json(out / "export_summary.json", summary)
     write_json(out / "summary.json", summary)  # the run-directory contract's name
     return summary

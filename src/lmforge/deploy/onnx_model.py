@@ -16,7 +16,6 @@ signature stable.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,14 +27,6 @@ from torch import nn
 from lmforge.errors import ConfigError
 
 ONNX_FILE = "model.onnx"
-ONNX_TASKS = ("classification", "token_classification", "qa")
-"""Tasks with an encoder-only forward pass that exports to one ONNX graph."""
-
-OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
-    "classification": ("logits",),
-    "token_classification": ("logits",),
-    "qa": ("start_logits", "end_logits"),
-}
 
 
 def find_onnx_folder(path: str | Path) -> Path | None:
@@ -51,37 +42,27 @@ def find_onnx_folder(path: str | Path) -> Path | None:
     return None
 
 
-def _output_class(task: str) -> Any:
-    from transformers.modeling_outputs import (
-        QuestionAnsweringModelOutput,
-        SequenceClassifierOutput,
-        TokenClassifierOutput,
-    )
-
-    return {"classification": SequenceClassifierOutput,
-            "token_classification": TokenClassifierOutput,
-            "qa": QuestionAnsweringModelOutput}[task]
-
-
 class OnnxTaskModel(nn.Module):
     """An ONNX Runtime session that looks like a ``transformers`` task model.
 
     Args:
         path: The ``model.onnx`` file.
-        task: The task name (picks the output class: ``.logits`` or start/end logits).
+        task: The task object (its ``onnx_outputs`` and output class: ``.logits`` or
+            start/end logits).
         num_threads: ONNX Runtime intra-op threads (None: ``torch.get_num_threads()``, so
             both backends use the same CPU share).
         providers: ONNX Runtime execution providers (default: CPU only, deterministic).
         config: The ``transformers`` config, kept as ``.config`` for code reading id2label.
     """
 
-    def __init__(self, path: str | Path, task: str, num_threads: int | None = None,
+    def __init__(self, path: str | Path, task: Any, num_threads: int | None = None,
                  providers: Sequence[str] | None = None, config: Any = None) -> None:
         super().__init__()
         import onnxruntime as ort
 
-        if task not in OUTPUT_NAMES:
-            raise ConfigError(f"task {task!r} has no ONNX model; use one of {list(ONNX_TASKS)}")
+        if not task.onnx_outputs:
+            raise ConfigError(f"a {task.name} model has no ONNX graph (it generates token by "
+                              "token); serve the run with backend=torch")
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(num_threads or torch.get_num_threads())
         # One graph at a time: parallelism comes from intra-op threads, not concurrent nodes.
@@ -92,8 +73,8 @@ class OnnxTaskModel(nn.Module):
         self.task = task
         self.config = config
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = list(OUTPUT_NAMES[task])
-        self._output_class = _output_class(task)
+        self.output_names = list(task.onnx_outputs)
+        self._output_class = task.onnx_output_class()
         # Task code places batches with next(model.parameters()).device; an empty CPU
         # parameter answers that (ONNX Runtime reads numpy arrays from host memory).
         self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
@@ -130,8 +111,8 @@ class OnnxTaskModel(nn.Module):
 
 
 def load_onnx_model(folder: str | Path, num_threads: int | None = None,
-                    providers: Sequence[str] | None = None) -> tuple[OnnxTaskModel, Any,
-                                                                     dict[str, Any], Any]:
+                    providers: Sequence[str] | None = None) -> tuple[OnnxTaskModel, Any, Any,
+                                                                     Any]:
     """Load an ONNX export folder for ``task.predict`` / ``task.report`` (and the server).
 
     Args:
@@ -141,22 +122,23 @@ def load_onnx_model(folder: str | Path, num_threads: int | None = None,
         providers: ONNX Runtime execution providers (None: CPU).
 
     Returns:
-        ``(model, tokenizer, info, task)``: the :class:`OnnxTaskModel`, the saved tokenizer,
-        the task settings from ``lmforge_task.json`` and the registered task object.
+        ``(model, tokenizer, task, settings)``: the :class:`OnnxTaskModel`, the saved
+        tokenizer, the registered task object and its settings from ``lmforge_task.json``.
 
     Raises:
         ConfigError: The folder has no ``model.onnx`` or no ``lmforge_task.json``, or
             onnxruntime is not installed.
     """
-    from lmforge.finetuning.task import TASK_FILE, get_task
+    from lmforge.finetuning.saved import TASK_FILE, read_settings
 
     found = find_onnx_folder(folder)
     if found is None:
         raise ConfigError(f"{folder} has no {ONNX_FILE}; export the run first: lmforge export "
                           "RUN_DIR --output-dir OUT format=onnx")
-    task_file = found / TASK_FILE
-    if not task_file.is_file():
+    saved = read_settings(found)
+    if saved is None:
         raise ConfigError(f"{found} has no {TASK_FILE}; export the run with lmforge export")
+    task, settings = saved
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -165,7 +147,6 @@ def load_onnx_model(folder: str | Path, num_threads: int | None = None,
 
     from lmforge.models.build import load_tokenizer
 
-    info = json.loads(task_file.read_text(encoding="utf-8"))
     config = AutoConfig.from_pretrained(found) if (found / "config.json").is_file() else None
-    model = OnnxTaskModel(found / ONNX_FILE, info["task"], num_threads, providers, config)
-    return model.eval(), load_tokenizer(str(found)), info, get_task(info["task"])
+    model = OnnxTaskModel(found / ONNX_FILE, task, num_threads, providers, config)
+    return model.eval(), load_tokenizer(str(found)), task, settings

@@ -56,10 +56,10 @@ def resolve_precision(requested: str, device: torch.device) -> str:
         if requested == "auto":
             return "bf16" if bf16_ok else "fp16"
         if requested == "bf16" and not bf16_ok:
-            raise ConfigError("train.precision=bf16 but this GPU has no bf16; use fp16 or fp32")
+            raise ConfigError("precision=bf16 but this GPU has no bf16; use fp16 or fp32")
         return requested
     if requested == "fp16":
-        raise ConfigError("train.precision=fp16 needs a GPU; on a CPU use bf16 or fp32")
+        raise ConfigError("precision=fp16 needs a GPU; on a CPU use bf16 or fp32")
     if requested == "auto":
         forced = os.environ.get(AUTO_PRECISION_ENV, "").strip().lower()
         if forced:

@@ -11,51 +11,21 @@ import json
 import logging
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig
 
-from lmforge.finetuning.classification_task import model_kwargs
+from lmforge.errors import ConfigError
+from lmforge.finetuning.task import Task
 
 log = logging.getLogger(__name__)
 
 IGNORE = -100
-# Config attributes that hold dropout probabilities in the common generative architectures:
-# T5/mT5 (dropout_rate), BART/mBART/Marian (dropout, attention_dropout), GPT-2 (*_pdrop),
-# Llama/Qwen (attention_dropout), BERT-style (hidden_dropout_prob, ...).
-_DROPOUT_KEYS = ("dropout_rate", "dropout", "attention_dropout", "resid_pdrop", "embd_pdrop",
-                 "attn_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob",
-                 "hidden_dropout", "activation_dropout")
 
-
-def generative_model_kwargs(source: str, model_cfg: Any) -> dict[str, Any]:
-    """``from_pretrained`` options with ``model.dropout`` mapped onto the model's own keys.
-
-    :func:`model_kwargs` writes BERT's dropout names, which T5 / BART / GPT-2 configs do not
-    read; here the override goes to whichever dropout attributes the checkpoint's config has.
-    """
-    kwargs = model_kwargs(model_cfg)
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-        kwargs.pop(key, None)
-    dropout = getattr(model_cfg, "dropout", None)
-    if dropout is None:
-        return kwargs
-    try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=kwargs.get(
-            "trust_remote_code", False))
-    except (OSError, ValueError):
-        return kwargs  # load_pretrained reports the unreadable source with a clear message
-    keys = [k for k in _DROPOUT_KEYS if isinstance(getattr(config, k, None), float | int)
-            and not isinstance(getattr(config, k), bool)]
-    if not keys:
-        log.warning("model.dropout=%s ignored: %s has no known dropout setting",
-                    dropout, type(config).__name__)
-    kwargs.update(dict.fromkeys(keys, dropout))
-    return kwargs
 
 
 class TokenLossObjective(nn.Module):
@@ -126,14 +96,19 @@ def format_table(headline: dict[str, Any]) -> str:
                      for k, v in headline.items())
 
 
-class GenerativeTaskBase:
-    """What the seq2seq and chat SFT tasks share: token-level metrics, nothing to finalize."""
+class GenerativeTaskBase(Task):
+    """What the seq2seq and chat SFT tasks share: token-level metrics, nothing to finalize.
+
+    Both generate text token by token: no ONNX graph, served at ``/generate``.
+    """
+
+    generative = True
 
     def reducer(self, sums: dict[str, float]) -> dict[str, float]:
         """Loss, perplexity and token accuracy on the trained (target / reply) tokens."""
         return token_reducer(sums)
 
-    def finalize(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+    def finalize(self, model: nn.Module, tokenizer: Any, settings: Any,
                  validation: Any, accelerator: Any) -> None:
         """Nothing to tune after training."""
 
@@ -145,3 +120,68 @@ class GenerativeTaskBase:
 
         return evaluate_model(TokenLossObjective(model, shift=shift), encoded, collator,
                               accelerator, batch_size=batch_size, reducer=token_reducer)
+@dataclass
+class GenerationSettings:
+    """Decoding options for :func:`generate_texts` (mirrors ``model.generate`` arguments).
+
+    Attributes:
+        max_new_tokens: Tokens generated at most per output.
+        num_beams: Beam width; 1 means greedy (or plain sampling with ``do_sample``).
+        do_sample: Sample instead of taking the most likely token.
+        temperature: Softmax temperature when sampling (> 0).
+        top_p: Nucleus sampling mass in (0, 1].
+        top_k: Keep the k most likely tokens when sampling; 0 disables.
+        repetition_penalty: > 1 discourages repeating tokens (CTRL, Keskar et al. 2019).
+        length_penalty: Beam score exponent on length; > 1 favours longer outputs.
+        no_repeat_ngram_size: Forbid repeating any n-gram of this size; 0 disables.
+    """
+
+    max_new_tokens: int = 128
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 50
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
+            (self.num_beams >= 1, "num_beams must be >= 1"),
+            (self.temperature > 0, "temperature must be > 0 (use do_sample=false for greedy)"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.top_k >= 0, "top_k must be >= 0 (0 disables it)"),
+            (self.repetition_penalty > 0, "repetition_penalty must be > 0 (1.0 disables it)"),
+            (self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size must be >= 0 (0 disables)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"generation setting invalid: {message}; got {self}")
+
+    def to_generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``model.generate``.
+
+        Only options that take effect are passed, because transformers warns about e.g. a
+        temperature given without sampling or a length penalty without beams.
+
+        Returns:
+            A dict such as ``{"max_new_tokens": 128, "num_beams": 1, "do_sample": False}``.
+        """
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "num_beams": self.num_beams,
+            "do_sample": self.do_sample,
+        }
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        if self.num_beams > 1:
+            kwargs["length_penalty"] = self.length_penalty
+        if self.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = self.repetition_penalty
+        if self.no_repeat_ngram_size > 0:
+            kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
+        return kwargs
+
+

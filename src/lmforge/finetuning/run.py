@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,9 +17,9 @@ from lmforge.engine.hooks import EarlyStopping, StepHook
 from lmforge.engine.loop import Engine
 from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
-from lmforge.finetuning.task import TASK_FILE, get_task
+from lmforge.finetuning.saved import save_finetuned
+from lmforge.finetuning.task import get_task
 from lmforge.models.build import count_parameters, load_tokenizer, resolve_checkpoint
-from lmforge.peft.io import save_adapted_model
 from lmforge.peft.methods import apply_peft
 from lmforge.runs import make_run_dir, save_atomically, save_run_config, write_json
 from lmforge.settings import FinetuneJob
@@ -54,13 +52,14 @@ def run_finetune(job: FinetuneJob, resume: bool = False,
     tokenizer = load_tokenizer(job.model.tokenizer or source, job.model.trust_remote_code)
     with accelerator.main_process_first():
         raw = load_corpus(job.data, seed=job.train.seed)
-        info = task.setup(job, raw["train"])
-        encoded = {name: task.encode(split, tokenizer, info, name) for name, split in raw.items()}
+        settings = task.setup(job, raw["train"])
+        encoded = {name: task.encode(split, tokenizer, settings, name)
+                   for name, split in raw.items()}
     torch.manual_seed(job.train.seed)
-    model, new_head = task.load_model(source, info, job.model)
+    model, new_head = task.load_model(source, settings, job.model)
     # PEFT: wrap or freeze before the objective and optimizer see the parameters.
-    model = apply_peft(model, job.peft, task.name, source)
-    objective = task.objective(model, info, job.train, encoded["train"])
+    model = apply_peft(model, job.peft, task, source)
+    objective = task.objective(model, settings, job.train, encoded["train"])
     hooks = list(hooks)
     if job.train.early_stopping_patience > 0:
         hooks.append(EarlyStopping(job.train.metric_for_best, job.train.early_stopping_patience,
@@ -91,24 +90,20 @@ def run_finetune(job: FinetuneJob, resume: bool = False,
     trainable, total = count_parameters(model)
     reports: dict[str, Any] = {}
     if accelerator.is_main_process:
-        task.finalize(model, tokenizer, info, encoded.get("validation"), accelerator)
+        task.finalize(model, tokenizer, settings, encoded.get("validation"), accelerator)
         for name in ("validation", "test"):
             if name in encoded:
-                reports[name] = task.report(model, tokenizer, info, raw[name], encoded[name],
-                                            run_dir / f"eval-{name}", accelerator)
-
-        def _write(folder: Path) -> None:
-            save_adapted_model(model, folder, job.peft, source, job.model.pretrained)
-            tokenizer.save_pretrained(folder)
-            (folder / TASK_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False))
-
-        save_atomically(run_dir / "model", _write)
+                reports[name] = task.report(model, tokenizer, settings, raw[name],
+                                            encoded[name], run_dir / f"eval-{name}",
+                                            accelerator)
+        save_atomically(run_dir / "model", lambda folder: save_finetuned(
+            folder, model, tokenizer, settings, job.peft, source, job.model.pretrained))
     examples_seen = result.state.global_step * job.train.batch_size * job.train.grad_accum * \
         accelerator.num_processes
     summary = {
         "command": "finetune", "run_dir": str(run_dir), "task": task.name,
         "model_source": source,
-        "new_head": new_head, "labels": info.get("labels"), "parameters": total,
+        "new_head": new_head, "labels": task.label_names(settings), "parameters": total,
         "peft_method": job.peft.method,
         "trainable_parameters": trainable, "trainable_share": trainable / max(total, 1),
         "precision": precision, "processes": accelerator.num_processes,

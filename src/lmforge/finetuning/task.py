@@ -1,83 +1,288 @@
 """The task interface of ``lmforge finetune`` and its one registration table.
 
-A downstream task is one class with a fixed shape; ``run_finetune``, ``lmforge evaluate`` and
-``lmforge predict`` only talk to this interface. Adding a task = one module + one line in
-:data:`TASKS`.
+A downstream task is one package ``finetuning/<name>/`` with the same modules:
+
+- ``data.py``: raw split -> encoded examples (no padding), the collator, task data helpers;
+- ``objective.py``: the loss wrapper the engine trains (``{"loss", "n", "count_*"}``) and the
+  reducer that turns summed evaluation counts into metrics (the two generative tasks share
+  theirs from :mod:`lmforge.finetuning.generative`);
+- ``task.py``: the :class:`Task` subclass and its typed :class:`TaskSettings` (saved with the
+  model as ``lmforge_task.json``), plus everything other packages need to know about the
+  task: its PEFT task type and head, whether it generates, its ONNX outputs, its HTTP route
+  with request / response schemas, an example record.
+
+Serving, export and PEFT ask the task object; they never branch on its name. Adding a task is
+one package and one line in :data:`TASKS` (``tests/finetuning/test_registry.py`` checks that
+every registered task provides what serving, export and PEFT need).
 
 Life of a task in a run::
 
-    info = task.setup(job, raw["train"])            labels, columns -> lmforge_task.json
-    enc = task.encode(raw[split], tokenizer, info, split)
-    model, new_head = task.load_model(source, info, job.model)
-    wrapped = task.objective(model, info, job.train, enc["train"])   # engine contract
+    settings = task.setup(job, raw["train"])          labels, columns -> lmforge_task.json
+    enc = task.encode(raw[split], tokenizer, settings, split)
+    model, new_head = task.load_model(source, settings, job.model)
+    wrapped = task.objective(model, settings, job.train, enc["train"])   # engine contract
     ... Engine(wrapped, ..., collator=task.collator(tokenizer, model), reducer=task.reducer)
-    task.finalize(model, tokenizer, info, enc["validation"], accelerator)   # e.g. thresholds
-    report = task.report(model, tokenizer, info, raw[split], enc[split], out_dir, accelerator)
-    rows = task.predict(model, tokenizer, info, records, top_k)
+    task.finalize(model, tokenizer, settings, enc["validation"], accelerator)  # e.g. thresholds
+    report = task.report(model, tokenizer, settings, raw[split], enc[split], out_dir, accelerator)
+    rows = task.predict(model, tokenizer, settings, records, top_k)
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import datasets
-from torch import nn
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lmforge.config import check_choice
+from lmforge.config import check_choice, opt
 
-TASK_FILE = "lmforge_task.json"  # task settings saved next to the model weights
+if TYPE_CHECKING:  # pragma: no cover - annotations only; the config loads without torch
+    import datasets
+    from torch import nn
+
+# Task name -> "package.module:Class". Imported lazily so a task's heavy imports load only
+# when it is used.
+TASKS: dict[str, str] = {
+    "classification": "lmforge.finetuning.classification.task:ClassificationTask",
+    "token_classification": "lmforge.finetuning.token_classification.task:TokenClassificationTask",
+    "qa": "lmforge.finetuning.qa.task:QuestionAnsweringTask",
+    "seq2seq": "lmforge.finetuning.seq2seq.task:Seq2SeqTask",
+    "sft": "lmforge.finetuning.sft.task:ChatSftTask",
+}
+
+DEFAULT_TASK = next(iter(TASKS))  # what ``task.name`` is when a config does not say
+
+SAMPLE_TEXTS = [
+    "good",
+    "the film was long but the ending made up for it",
+    "Alice lives in Paris .",
+    "what a wonderful day",
+    "the service was slow , the food was cold and nobody said sorry for the wait at all",
+    "ok",
+    "Mr Smith went home to London after the meeting ended late on friday",
+    "where does Alice live ?",
+]
+"""Built-in inputs of varied lengths (ONNX export checks, warm-up) when no data is given."""
 
 
-class Task(Protocol):
-    """What a fine-tuning task provides (see the module docstring for the call order)."""
+@dataclass
+class TaskSettings:
+    """What a fine-tuned model needs besides its weights, saved as ``lmforge_task.json``.
 
-    name: str
+    Each task extends it with its own fields; the file is written and read through the
+    config machinery (:func:`lmforge.config.to_dict` / :func:`lmforge.config.from_dict`), so a
+    stray or misspelled key is an error, not a silent default.
+    """
 
-    def setup(self, job: Any, train: datasets.Dataset) -> dict[str, Any]:
-        """Read label names etc. from the training split; return the task info to save."""
+    task: str = opt("", "The registered task name.")
+    text_column: str = opt("text", "Input column of a plain text line (lmforge predict, "
+                                   "Predictor.predict with bare strings).")
+    max_length: int = opt(128, "Tokens per input (longer inputs are cut or windowed).")
 
-    def encode(self, raw: datasets.Dataset, tokenizer: Any, info: dict[str, Any],
+
+class Strict(BaseModel):
+    """A request body that rejects unknown fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OneOrManyTexts(Strict):
+    """A request with one ``text`` or several ``texts``."""
+
+    text: str | None = Field(None, description="One input text.")
+    texts: list[str] | None = Field(None, min_length=1,
+                                    description="Several input texts (one batch).")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> OneOrManyTexts:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' or 'texts'")
+        return self
+
+    def all_texts(self) -> list[str]:
+        """The inputs as a list."""
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+@dataclass(frozen=True)
+class RouteCall:
+    """What a task's HTTP request asks the server to predict.
+
+    Attributes:
+        records: One input record per prediction; ``None`` where the answer needs no model
+            call (e.g. an empty text has no entities).
+        texts: Every string of the request, checked against the server's size limits.
+        top_k: Labels with scores per input.
+    """
+
+    records: list[dict[str, Any] | None]
+    texts: list[str]
+    top_k: int = 1
+
+
+@dataclass(frozen=True)
+class Route:
+    """A task's own HTTP route (``lmforge serve`` mounts it beside ``/predict``).
+
+    Attributes:
+        path: The URL path, e.g. ``/classify``.
+        request: The pydantic model of the request body (its OpenAPI schema).
+        response: The pydantic model of the response body.
+        description: The route's OpenAPI description.
+        call: ``(request, settings) -> RouteCall``; raises a
+            :class:`~lmforge.errors.DataError` (HTTP 422) for a request the model cannot take.
+        respond: ``(request, rows) -> response body``; ``rows`` align with
+            ``RouteCall.records`` (``None`` where the record was ``None``).
+        exclude_none: Drop ``None`` fields from the response (optional keys).
+    """
+
+    path: str
+    request: type
+    response: type
+    description: str
+    call: Callable[[Any, Any], RouteCall]
+    respond: Callable[[Any, list[Any]], dict[str, Any]]
+    exclude_none: bool = False
+
+
+class Task:
+    """Base class of the fine-tuning tasks: the interface, and the facts other packages ask.
+
+    Subclasses set the class attributes and implement the methods that raise
+    ``NotImplementedError``; the rest have defaults that fit most tasks.
+    """
+
+    name: ClassVar[str] = ""
+    settings_class: ClassVar[type[TaskSettings]] = TaskSettings
+    peft_task_type: ClassVar[str] = ""
+    """The ``peft.TaskType`` name (decides which ``PeftModel`` subclass wraps the model)."""
+    has_head: ClassVar[bool] = False
+    """A new head sits beside the pretrained backbone (trained and saved with PEFT methods)."""
+    per_token_outputs: ClassVar[bool] = False
+    """Outputs are per input position (tags, span logits, next tokens): prompt-tuning's
+    virtual tokens would shift them out of line with the labels."""
+    takes_past_key_values: ClassVar[bool] = False
+    """The task's model family takes a key / value cache (prefix tuning works without a
+    check of the model's forward signature)."""
+    generative: ClassVar[bool] = False
+    """The model writes text token by token (served at ``/generate``, no ONNX graph)."""
+    accepts_messages: ClassVar[bool] = False
+    """Generative tasks: the model answers chat conversations, not only prompts."""
+    onnx_outputs: ClassVar[tuple[str, ...]] = ()
+    """Named outputs of the exported ONNX graph; empty when the task has no ONNX export."""
+    metric_scale: ClassVar[float] = 100.0
+    """Factor from a headline metric to points (1.0 where metrics are percentages already)."""
+
+    # ---------------------------------------------------------------- training and evaluation
+    def setup(self, job: Any, train: datasets.Dataset) -> TaskSettings:
+        """Read label names etc. from the training split; return the settings to save."""
+        raise NotImplementedError
+
+    def encode(self, raw: datasets.Dataset, tokenizer: Any, settings: Any,
                split_name: str) -> datasets.Dataset:
         """Turn a raw split into model inputs (no padding)."""
+        raise NotImplementedError
 
-    def load_model(self, source: str, info: dict[str, Any],
+    def load_model(self, source: str, settings: Any,
                    model_cfg: Any = None) -> tuple[nn.Module, bool]:
         """Load the ``transformers`` model for the task; return (model, new_head)."""
+        raise NotImplementedError
 
-    def objective(self, model: nn.Module, info: dict[str, Any], train_cfg: Any,
+    def objective(self, model: nn.Module, settings: Any, train_cfg: Any,
                   train: datasets.Dataset) -> nn.Module:
         """Wrap the model so its forward returns ``{"loss", "n", "count_*"}``."""
+        raise NotImplementedError
 
     def collator(self, tokenizer: Any, model: nn.Module) -> Any:
         """The batch maker for this task's encoded examples."""
+        raise NotImplementedError
 
     def reducer(self, sums: dict[str, float]) -> dict[str, float]:
         """Evaluation metrics during training from summed counts."""
+        raise NotImplementedError
 
-    def finalize(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+    def finalize(self, model: nn.Module, tokenizer: Any, settings: Any,
                  validation: datasets.Dataset | None, accelerator: Any) -> None:
-        """Optional post-training step (e.g. tune thresholds); may update ``info``."""
+        """Optional post-training step (e.g. tune thresholds); may update ``settings``."""
 
-    def report(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
-               raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
-               accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
+    def report(self, model: nn.Module, tokenizer: Any, settings: Any, raw: datasets.Dataset,
+               encoded: datasets.Dataset, out_dir: Path, accelerator: Any,
+               batch_size: int = 64) -> dict[str, Any]:
         """Full evaluation into ``out_dir``; returns a dict with a flat ``headline``."""
+        raise NotImplementedError
 
-    def predict(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+    def predict(self, model: nn.Module, tokenizer: Any, settings: Any,
                 records: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
-        """Predictions for raw input records (dicts holding the task's input columns)."""
+        """Predictions for raw input records (dicts holding the task's input fields)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- what other stages ask
+    def label_names(self, settings: Any) -> list[str] | None:
+        """Label names for the model config's ``id2label`` (None: the task has no labels)."""
+        labels = getattr(settings, "labels", None)
+        return list(labels) if labels else None
+
+    def record_from_text(self, settings: Any, text: str) -> dict[str, Any]:
+        """The input record for a bare text (a line of ``lmforge predict``'s input)."""
+        return {settings.text_column: text}
+
+    def example_record(self, settings: Any) -> dict[str, Any]:
+        """One small valid input (server warm-up, tests)."""
+        return self.record_from_text(settings, "warm up")
+
+    def check_record(self, settings: Any, record: dict[str, Any]) -> str | None:
+        """Why ``record`` cannot be predicted (None when it can); the server answers 422."""
+        if isinstance(record.get(settings.text_column), str):
+            return None
+        return f"each input needs a string field {settings.text_column!r}"
+
+    def sample_inputs(self, settings: Any,
+                      rows: list[dict[str, Any]] | None) -> list[tuple[str, str | None]]:
+        """(text, pair text) inputs for the ONNX export check, from data rows or built-ins."""
+        column = settings.text_column
+        if rows and column in rows[0]:
+            return [(str(r[column]), None) for r in rows]
+        return [(text, None) for text in SAMPLE_TEXTS]
+
+    def onnx_output_class(self) -> Any:
+        """The ``transformers`` output class an ONNX session's outputs are wrapped in."""
+        raise NotImplementedError(f"task {self.name} has no ONNX export")
+
+    def http_route(self, settings: Any) -> Route | None:
+        """The task's own route (None: only ``/predict``, or ``/generate`` if generative)."""
+        return None
+
+    # ---------------------------------------------------------------- generative tasks
+    def generation_inputs(self, tokenizer: Any, settings: Any, prompt: str | None,
+                          messages: list[dict[str, str]] | None) -> dict[str, Any]:
+        """Tokenized input of one ``/generate`` request, as ``predict`` builds it (batch 1)."""
+        raise NotImplementedError(f"task {self.name} does not generate")
+
+    def generation_kwargs(self, tokenizer: Any) -> dict[str, Any]:
+        """Extra ``model.generate`` options of the task (e.g. a chat's stop string)."""
+        return {}
+
+    stop_string: ClassVar[str | None] = None
+    """Text that ends a reply (held back from a stream, cut from the reply)."""
+
+    def finish_reply(self, text: str) -> str:
+        """The reply as ``predict`` returns it (cut at ``stop_string``, stripped)."""
+        if self.stop_string:
+            text = text.split(self.stop_string)[0]
+        return text.strip()
 
 
-# Task name -> "module:Class". Imported lazily so a task's heavy imports load only when used.
-TASKS: dict[str, str] = {
-    "classification": "lmforge.finetuning.classification_task:ClassificationTask",
-    "token_classification": "lmforge.finetuning.ner_task:TokenClassificationTask",
-    "qa": "lmforge.finetuning.qa_task:QuestionAnsweringTask",
-    "seq2seq": "lmforge.finetuning.seq2seq_task:Seq2SeqTask",
-    "sft": "lmforge.finetuning.sft_task:ChatSftTask",
-}
+def task_names_help() -> str:
+    """``task.name``'s help text, from the registry."""
+    return "Task: " + ", ".join(TASKS) + "."
+
+
+def all_tasks() -> dict[str, Task]:
+    """Every registered task, by name."""
+    return {name: get_task(name) for name in TASKS}
 
 
 def get_task(name: str) -> Task:

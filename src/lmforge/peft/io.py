@@ -98,13 +98,13 @@ def _base_source(meta: dict[str, Any]) -> str:
                       "restore it at that path or fine-tune again")
 
 
-def load_adapted_model(model_dir: str | Path, task: Any, info: dict[str, Any]) -> nn.Module:
+def load_adapted_model(model_dir: str | Path, task: Any, settings: Any) -> nn.Module:
     """Load a fine-tuned model folder in whatever format :func:`save_adapted_model` wrote.
 
     Args:
         model_dir: ``run/model``.
         task: The registered task (its ``load_model`` builds the base with the right head).
-        info: The task settings (``lmforge_task.json``).
+        settings: The task settings (``lmforge_task.json``).
 
     Returns:
         The plain ``transformers`` model (method none), a ``peft.PeftModel`` (peft-library
@@ -113,10 +113,10 @@ def load_adapted_model(model_dir: str | Path, task: Any, info: dict[str, Any]) -
     """
     meta = peft_info_of(model_dir)
     if meta is None:
-        model, _ = task.load_model(str(model_dir), info)
+        model, _ = task.load_model(str(model_dir), settings)
         return model
     base = _base_source(meta)
-    model, _ = task.load_model(base, info)
+    model, _ = task.load_model(base, settings)
     if meta["format"] == "peft":
         from peft import PeftModel
 
@@ -125,7 +125,7 @@ def load_adapted_model(model_dir: str | Path, task: Any, info: dict[str, Any]) -
         from safetensors.torch import load_file
 
         cfg = PeftConfig(**meta["peft"])
-        model = apply_peft(model, cfg, info["task"], base, verbose=False)
+        model = apply_peft(model, cfg, task, base, verbose=False)
         state = load_file(str(Path(model_dir) / WEIGHTS_FILE))
         result = model.load_state_dict(state, strict=False)
         # Every trained tensor must come from the file, and the file hold nothing else.

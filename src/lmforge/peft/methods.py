@@ -35,11 +35,6 @@ from lmforge.peft.settings import PeftConfig
 
 log = logging.getLogger(__name__)
 
-# lmforge task -> peft TaskType (decides which PeftModel subclass wraps the model).
-TASK_TYPES = {"classification": "SEQ_CLS", "token_classification": "TOKEN_CLS",
-              "qa": "QUESTION_ANS", "seq2seq": "SEQ_2_SEQ_LM", "sft": "CAUSAL_LM"}
-HEAD_TASKS = ("classification", "token_classification", "qa")  # tasks with a new head
-
 _BERT_LORA = ["query", "value"]
 # LoRA default targets: the attention query and value projections (Hu et al. 2021, sec. 7.1).
 LORA_TARGETS: dict[str, list[str]] = {
@@ -74,12 +69,14 @@ class Target:
     """What a builder needs to know besides the model and the config.
 
     Attributes:
-        task: The lmforge task name (a key of :data:`TASK_TYPES`).
+        task: The lmforge task object: its ``peft_task_type`` (which ``PeftModel`` subclass
+            wraps the model), ``has_head``, ``per_token_outputs`` (virtual tokens would shift
+            them) and ``takes_past_key_values``.
         head: Module names (relative to the model) that must train and be saved with the
             method: the task head plus any module the base checkpoint does not hold.
     """
 
-    task: str
+    task: Any
     head: list[str]
 
 
@@ -105,15 +102,26 @@ def checkpoint_keys(source: str) -> set[str] | None:
         return set(fh.keys())
 
 
-def head_modules(model: nn.Module, task: str, source: str | None) -> list[str]:
+def _task(task: Any) -> Any:
+    """A task object from a task object or a registered task name."""
+    if isinstance(task, str):
+        from lmforge.finetuning.task import get_task
+
+        return get_task(task)
+    return task
+
+
+def head_modules(model: nn.Module, task: Any, source: str | None) -> list[str]:
     """The task head (children beside the base model) and modules missing from ``source``.
+
+    ``task`` is a task object or a registered task name.
 
     A module the checkpoint lacks (e.g. a pooler) is randomly initialised on every load, so it
     must be trained and saved with the method, or a reloaded model would differ.
     """
     prefix = getattr(model, "base_model_prefix", "")
     names: list[str] = []
-    if task in HEAD_TASKS:
+    if _task(task).has_head:
         names = [name for name, child in model.named_children()
                  if name != prefix and any(True for _ in child.parameters())]
     keys = checkpoint_keys(source) if source else None
@@ -159,7 +167,7 @@ def _lora(model: nn.Module, cfg: PeftConfig, target: Target) -> nn.Module:
     if not modules:
         raise ConfigError(f"no default LoRA targets for model type {kind!r}; set "
                           "peft.target_modules=NAME,NAME (e.g. q_proj,v_proj)")
-    config = LoraConfig(task_type=TASK_TYPES[target.task], r=cfg.r, lora_alpha=cfg.alpha,
+    config = LoraConfig(task_type=target.task.peft_task_type, r=cfg.r, lora_alpha=cfg.alpha,
                         lora_dropout=cfg.dropout, target_modules=modules,
                         use_dora=cfg.use_dora, use_rslora=cfg.use_rslora,
                         fan_in_fan_out=kind == "gpt2",  # GPT-2's Conv1D stores W transposed
@@ -181,26 +189,27 @@ def _ia3(model: nn.Module, cfg: PeftConfig, target: Target) -> nn.Module:
     else:
         raise ConfigError(f"no default IA3 targets for model type {kind!r}; set "
                           "peft.target_modules=NAME,NAME (keys, values, feed-forward output)")
-    config = IA3Config(task_type=TASK_TYPES[target.task], target_modules=modules,
+    config = IA3Config(task_type=target.task.peft_task_type, target_modules=modules,
                        feedforward_modules=feedforward, modules_to_save=target.head or None,
                        fan_in_fan_out=kind == "gpt2")
     return _wrap(model, config, "ia3")
 
 
-def _check_prompt_task(method: str, task: str) -> None:
+def _check_prompt_task(method: str, task: Any) -> None:
     # Virtual tokens are prepended to the inputs, so per-token outputs (tags, span logits,
     # next-token logits) grow by N positions and no longer line up with the labels.
-    if task in ("token_classification", "qa", "sft"):
-        raise ConfigError(f"peft.method={method} does not fit task.name={task}: the virtual "
-                          "tokens shift the per-token outputs; use peft.method=lora, ia3"
-                          f"{', prefix' if task == 'sft' else ''} or an adapter")
+    if task.per_token_outputs:
+        prefix = ", prefix" if task.takes_past_key_values else ""
+        raise ConfigError(f"peft.method={method} does not fit task.name={task.name}: the "
+                          "virtual tokens shift the per-token outputs; use peft.method=lora, "
+                          f"ia3{prefix} or an adapter")
 
 
 def _prompt_learning(model: nn.Module, cfg: PeftConfig, target: Target,
                      method: str) -> nn.Module:
     import peft
 
-    task_type = TASK_TYPES[target.task]
+    task_type = target.task.peft_task_type
     # Shapes given explicitly: peft reads them from config.hidden_size / num_attention_heads
     # / num_hidden_layers, which some configs (DistilBERT: dim, n_heads, n_layers) lack.
     common: dict[str, Any] = {"task_type": task_type, "num_virtual_tokens": cfg.num_virtual_tokens,
@@ -216,10 +225,10 @@ def _prompt_learning(model: nn.Module, cfg: PeftConfig, target: Target,
         # them only to a forward that names `past_key_values` (transformers 5 encoders name
         # it `cache`), else it fails at the first step: refuse up front.
         backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
-        if target.task in HEAD_TASKS and not any(
+        if not target.task.takes_past_key_values and not any(
                 "past_key_values" in inspect.signature(m.forward).parameters
                 for m in (model, backbone)):
-            other = "prompt, ptuning or lora" if target.task == "classification" else "lora"
+            other = "lora" if target.task.per_token_outputs else "prompt, ptuning or lora"
             raise ConfigError(f"peft.method=prefix needs a model that takes past_key_values; "
                               f"a {_model_type(model) or 'this'} model does not; use "
                               f"peft.method={other}")
@@ -298,14 +307,14 @@ def freeze_first_layers(model: nn.Module, count: int) -> None:
             p.requires_grad_(False)
 
 
-def apply_peft(model: nn.Module, cfg: PeftConfig, task: str, source: str | None = None,
+def apply_peft(model: nn.Module, cfg: PeftConfig, task: Any, source: str | None = None,
                verbose: bool = True) -> nn.Module:
     """Turn a task model into the model to train under ``cfg`` (see :data:`METHODS`).
 
     Args:
         model: The ``transformers`` model from ``Task.load_model`` (head included).
         cfg: The ``peft:`` section.
-        task: The lmforge task name.
+        task: The lmforge task (:class:`~lmforge.finetuning.task.Task`) or its name.
         source: The base checkpoint folder (finds modules it lacks, which must train).
         verbose: Log the trainable parameter count.
 
@@ -313,8 +322,10 @@ def apply_peft(model: nn.Module, cfg: PeftConfig, task: str, source: str | None 
         A ``peft.PeftModel`` (lora, ia3, prefix, prompt, ptuning) or ``model`` itself, with
         adapters inserted and frozen parameters marked ``requires_grad=False``.
     """
-    if task not in TASK_TYPES:
-        raise ConfigError(f"peft does not know task {task!r}; use one of {list(TASK_TYPES)}")
+    task = _task(task)
+    if not task.peft_task_type:
+        raise ConfigError(f"task {task.name!r} declares no peft task type; PEFT methods do "
+                          "not apply to it")
     if cfg.method != "none" or cfg.freeze_layers:
         target = Target(task, head_modules(model, task, source))
         model = METHODS[cfg.method](model, cfg, target)

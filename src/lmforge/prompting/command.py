@@ -17,7 +17,7 @@ import numpy as np
 
 from lmforge.data.corpus import load_corpus
 from lmforge.errors import ConfigError, DataError
-from lmforge.finetuning.classification import collect_label_names
+from lmforge.finetuning.classification.data import collect_label_names
 from lmforge.prompting.calibration import calibrate, content_free_prior
 from lmforge.prompting.demos import (
     format_demos,

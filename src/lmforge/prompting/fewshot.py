@@ -33,12 +33,14 @@ from lmforge.data.collators import pad_batch
 from lmforge.engine.hooks import StepHook
 from lmforge.engine.loop import Engine
 from lmforge.errors import ConfigError
-from lmforge.finetuning.classification import (
+from lmforge.finetuning.classification.data import (
     ClassificationCollator,
-    ClassificationObjective,
-    classification_reducer,
     predict_probabilities,
     prepare_classification,
+)
+from lmforge.finetuning.classification.objective import (
+    ClassificationObjective,
+    classification_reducer,
 )
 from lmforge.prompting.demos import sample_per_class
 from lmforge.prompting.report import label_metrics

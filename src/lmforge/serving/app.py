@@ -1,8 +1,10 @@
 """The FastAPI application of ``lmforge serve``, built by :func:`create_app`.
 
 Routes: ``/health`` (liveness), ``/ready`` (model loaded and warmed), ``/metrics``
-(Prometheus), ``/predict`` (the rows of ``lmforge predict``) and one task route:
-``/classify``, ``/entities``, ``/answer`` or ``/generate``. OpenAPI docs are at ``/docs``.
+(Prometheus), ``/predict`` (the rows of ``lmforge predict``) and the served task's own route,
+which the task defines (:meth:`~lmforge.finetuning.task.Task.http_route`: ``/classify``,
+``/entities``, ``/answer``), or ``/generate`` for a generative task. OpenAPI docs are at
+``/docs``.
 
 Every prediction except ``/generate`` goes through the :class:`MicroBatcher`, so requests
 that arrive together share one forward pass.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import threading
@@ -24,17 +27,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from lmforge import __version__
 from lmforge.errors import LmforgeError
+from lmforge.finetuning.task import Route
 from lmforge.predictor import Predictor
 from lmforge.serving.batcher import BatcherClosed, MicroBatcher
 from lmforge.serving.generation import GenerateParams, finish_reply, generate_text, stream_text
 from lmforge.serving.metrics import MetricsMiddleware, ServerMetrics
 from lmforge.serving.schemas import (
-    AnswerRequest,
-    AnswerResponse,
-    ClassifyRequest,
-    ClassifyResponse,
-    EntitiesRequest,
-    EntitiesResponse,
     ErrorResponse,
     GenerateRequest,
     GenerateResponse,
@@ -51,8 +49,6 @@ from lmforge.serving.settings import ServeJob
 
 log = logging.getLogger(__name__)
 
-TASK_ROUTES = {"classification": "/classify", "token_classification": "/entities",
-               "qa": "/answer", "seq2seq": "/generate", "sft": "/generate"}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
     413: {"model": ErrorResponse, "description": "An input exceeds a configured limit."},
@@ -79,46 +75,6 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in _strings(v)]
     return []
-
-
-def _required_fields(predictor: Predictor, record: dict[str, Any]) -> str | None:
-    """Why ``record`` cannot be predicted by this task (None when it can)."""
-    info, task = predictor.info, predictor.task_name
-
-    def is_text(key: str) -> bool:
-        return isinstance(record.get(key), str)
-
-    if task == "classification":
-        need = [info["text_column"]] + ([info["text_pair_column"]]
-                                        if info.get("text_pair_column") else [])
-        missing = [k for k in need if not is_text(k)]
-        return f"each input needs string fields {need} (missing: {missing})" if missing else None
-    if task == "token_classification":
-        tokens = record.get(info["tokens_column"])
-        ok = (isinstance(tokens, list) and tokens and all(isinstance(t, str) and t.strip()
-                                                          for t in tokens)) \
-            or (is_text(info.get("text_column", "text"))
-                and str(record[info.get("text_column", "text")]).split())
-        return None if ok else (f"each input needs a non-empty {info['tokens_column']!r} "
-                                f"list or a {info.get('text_column', 'text')!r} text")
-    if task == "qa":
-        keys = [info["question_column"], info["context_column"]]
-        ok = all(is_text(k) and record[k].strip() for k in keys)
-        return None if ok else f"each input needs non-empty string fields {keys}"
-    if task == "seq2seq":
-        ok = is_text(info["source_column"]) or (len(record) == 1
-                                                 and isinstance(next(iter(record.values())), str))
-        return None if ok else f"each input needs a string field {info['source_column']!r}"
-    messages = record.get(info["messages_column"])
-    if isinstance(messages, list) and messages:
-        ok = all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                 and isinstance(m.get("content"), str) for m in messages) \
-            and any(m["role"] != "assistant" for m in messages)
-    else:
-        ok = is_text(info["prompt_column"]) or (len(record) == 1 and isinstance(
-            next(iter(record.values())), str))
-    return None if ok else (f"each input needs a string field {info['prompt_column']!r} or a "
-                            f"{info['messages_column']!r} list of {{role, content}}")
 
 
 def create_app(predictor: Predictor, settings: ServeJob | None = None,
@@ -170,6 +126,10 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
                               f"{predictor.precision}).")
     app.state.predictor, app.state.settings, app.state.metrics = predictor, cfg, metrics
     app.state.batcher, app.state.status = batcher, state
+    task, settings = predictor.task, predictor.settings
+    route = task.http_route(settings)
+    task_path = route.path if route is not None else "/generate" if predictor.generative \
+        else "/predict"
 
     async def require_key(request: Request) -> None:
         if keys and not key_matches(presented_key(request.headers), keys):
@@ -243,8 +203,8 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
         """The served model and the server's limits."""
         return {"task": predictor.task_name, "backend": predictor.backend,
                 "precision": predictor.precision, "source": predictor.source,
-                "labels": predictor.info.get("labels"), "route": TASK_ROUTES[
-                    predictor.task_name], "max_batch_size": cfg.max_batch_size,
+                "labels": predictor.labels, "route": task_path,
+                "max_batch_size": cfg.max_batch_size,
                 "max_wait_ms": cfg.max_wait_ms, "max_items": cfg.max_items,
                 "max_input_chars": cfg.max_input_chars,
                 "max_input_tokens": cfg.max_input_tokens}
@@ -253,67 +213,18 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
               dependencies=auth, responses=_ERRORS)
     async def predict(req: PredictRequest) -> PredictResponse:
         """The rows ``lmforge predict`` writes for these records (bare strings are texts)."""
-        column = predictor.info.get("text_column", "text")
-        records = [r if isinstance(r, dict) else {column: r} for r in req.inputs]
+        records = [r if isinstance(r, dict) else task.record_from_text(settings, r)
+                   for r in req.inputs]
         check_texts([s for r in records for s in _strings(r)], len(records))
         for record in records:
-            problem = _required_fields(predictor, record)
+            problem = task.check_record(settings, record)
             if problem:
                 raise HTTPException(422, problem)
         return PredictResponse(results=await batched(records, req.top_k))
 
-    task = predictor.task_name
-    info = predictor.info
-    if task == "classification":
-        @app.post("/classify", response_model=ClassifyResponse,
-                  response_model_exclude_none=True, tags=["predict"], dependencies=auth,
-                  responses=_ERRORS)
-        async def classify(req: ClassifyRequest) -> dict[str, Any]:
-            """Labels with probabilities for one text or a batch of texts."""
-            texts = req.all_texts()
-            pairs = [req.text_pair] if isinstance(req.text_pair, str) else req.text_pair
-            pair_column = info.get("text_pair_column")
-            if bool(pair_column) != (pairs is not None):
-                raise HTTPException(422, "this model takes sentence pairs: send text_pair"
-                                    if pair_column else "this model takes single texts: "
-                                                        "drop text_pair")
-            check_texts(texts + list(pairs or []), len(texts))
-            records = [{info["text_column"]: t} for t in texts]
-            for record, pair in zip(records, pairs or [], strict=False):
-                record[pair_column] = pair
-            return {"results": await batched(records, req.top_k)}
-
-    elif task == "token_classification":
-        @app.post("/entities", response_model=EntitiesResponse, tags=["predict"],
-                  dependencies=auth, responses=_ERRORS)
-        async def entities(req: EntitiesRequest) -> dict[str, Any]:
-            """Entities with character offsets into each text."""
-            texts = req.all_texts()
-            check_texts(texts, len(texts))
-            column = info.get("text_column", "text")
-            todo = [i for i, t in enumerate(texts) if t.split()]
-            rows = await batched([{column: texts[i]} for i in todo]) if todo else []
-            found: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(texts))}
-            for i, row in zip(todo, rows, strict=True):
-                found[i] = [{"start": e["start"], "end": e["end"], "label": e["type"],
-                             "score": e["score"], "text": e["text"]} for e in row["entities"]]
-            return {"results": [{"text": t, "entities": found[i]} for i, t in enumerate(texts)]}
-
-    elif task == "qa":
-        @app.post("/answer", response_model=AnswerResponse, tags=["predict"],
-                  dependencies=auth, responses=_ERRORS)
-        async def answer(req: AnswerRequest) -> dict[str, Any]:
-            """The best answer span of the context."""
-            check_texts([req.question, req.context])
-            if not (req.question.strip() and req.context.strip()):
-                raise HTTPException(422, "question and context must not be blank")
-            row = (await batched([{info["question_column"]: req.question,
-                                   info["context_column"]: req.context}]))[0]
-            start = int(row["start"])
-            return {"answer": row["answer"], "score": row["score"], "start": start,
-                    "end": start + len(row["answer"]) if start >= 0 else -1}
-
-    else:
+    if route is not None:
+        _task_route(app, route, settings, auth, check_texts, batched)
+    elif predictor.generative:
         _generate_route(app, predictor, cfg, auth, state, check_texts)
 
     route_paths: set[str] = set()
@@ -327,6 +238,30 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=known_paths)
     return app
+
+
+def _task_route(app: FastAPI, route: Route, settings: Any, auth: list[Any],
+                check_texts: Callable[..., None],
+                batched: Callable[..., Any]) -> None:
+    """Mount the task's own route: its request schema in, its response schema out."""
+
+    async def handler(req: Any) -> dict[str, Any]:
+        call = route.call(req, settings)  # a request the model cannot take: DataError, 422
+        todo = [i for i, record in enumerate(call.records) if record is not None]
+        check_texts(call.texts, len(call.records))
+        rows = await batched([call.records[i] for i in todo], call.top_k) if todo else []
+        aligned: list[Any] = [None] * len(call.records)
+        for i, row in zip(todo, rows, strict=True):
+            aligned[i] = row
+        return route.respond(req, aligned)
+
+    # FastAPI reads the body model from the signature; the task's class is only known here.
+    handler.__signature__ = inspect.Signature([inspect.Parameter(  # type: ignore[attr-defined]
+        "req", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=route.request)])
+    handler.__doc__ = route.description
+    app.post(route.path, response_model=route.response,
+             response_model_exclude_none=route.exclude_none, tags=["predict"],
+             dependencies=auth, responses=_ERRORS, name=route.path.strip("/"))(handler)
 
 
 def _generate_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: list[Any],
@@ -345,9 +280,10 @@ def _generate_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: lis
         messages = [m.model_dump() for m in req.messages] if req.messages else None
         check_texts([req.prompt] if req.prompt is not None else
                     [m["content"] for m in messages or []])
-        if predictor.task_name == "seq2seq" and messages:
-            raise HTTPException(422, "a seq2seq model takes a prompt, not messages")
-        wanted = req.max_new_tokens or predictor.info.get("max_new_tokens", 128)
+        if messages and not predictor.task.accepts_messages:
+            raise HTTPException(422, f"a {predictor.task_name} model takes a prompt, not "
+                                     "messages")
+        wanted = req.max_new_tokens or predictor.settings.max_new_tokens
         if wanted > cfg.max_new_tokens:
             raise LimitExceeded(f"max_new_tokens={wanted} is over the server's limit "
                                 f"max_new_tokens={cfg.max_new_tokens}", "max_new_tokens")

@@ -17,9 +17,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from lmforge.errors import DataError
-from lmforge.finetuning.seq2seq import GenerationSettings
-from lmforge.finetuning.sft import END_OF_TURN, chat_prompt
+from lmforge.finetuning.generative import GenerationSettings
 
 
 @dataclass
@@ -47,40 +45,25 @@ class _Cancelled(StoppingCriteria):
 def _inputs(predictor: Any, prompt: str | None,
             messages: list[dict[str, str]] | None) -> dict[str, torch.Tensor]:
     """Tokenized prompt exactly as the task's ``predict`` builds it (batch of one)."""
-    info, tok = predictor.info, predictor.tokenizer
-    if predictor.task_name == "sft":
-        chat = messages if messages else [{"role": "user", "content": prompt or ""}]
-        ids = tok(chat_prompt(tok, chat), add_special_tokens=False)["input_ids"]
-        return {"input_ids": torch.tensor([ids]),
-                "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
-    if messages:
-        raise DataError("a seq2seq model takes a prompt, not messages; send {\"prompt\": ...}")
-    enc = tok([info.get("source_prefix", "") + (prompt or "")], truncation=True,
-              max_length=info.get("max_length", 512), return_tensors="pt")
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    return predictor.task.generation_inputs(predictor.tokenizer, predictor.settings, prompt,
+                                            messages)
 
 
 def _generate_kwargs(predictor: Any, params: GenerateParams, streaming: bool,
                      cancel: threading.Event) -> dict[str, Any]:
-    info, tok = predictor.info, predictor.tokenizer
     # Beams only without sampling or streaming (a streamer cannot follow several beams).
-    beams = info.get("num_beams", 1) if not (params.do_sample or streaming) else 1
+    beams = predictor.settings.num_beams if not (params.do_sample or streaming) else 1
     kwargs = GenerationSettings(max_new_tokens=params.max_new_tokens, num_beams=beams,
                                 do_sample=params.do_sample, temperature=params.temperature,
                                 top_p=params.top_p).to_generate_kwargs()
     kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel)])
-    if predictor.task_name == "sft":
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        kwargs.update(pad_token_id=0 if pad is None else int(pad), stop_strings=[END_OF_TURN],
-                      tokenizer=tok)
+    kwargs.update(predictor.task.generation_kwargs(predictor.tokenizer))
     return kwargs
 
 
 def finish_reply(predictor: Any, text: str) -> str:
-    """The reply as ``predict`` returns it (cut at the end-of-turn marker, stripped)."""
-    if predictor.task_name == "sft":
-        text = text.split(END_OF_TURN)[0]
-    return text.strip()
+    """The reply as ``predict`` returns it (cut at the task's stop string, stripped)."""
+    return predictor.task.finish_reply(text)
 
 
 def generate_text(predictor: Any, prompt: str | None, messages: list[dict[str, str]] | None,
@@ -107,10 +90,10 @@ def generate_text(predictor: Any, prompt: str | None, messages: list[dict[str, s
     return finish_reply(predictor, predictor.tokenizer.decode(out[0], skip_special_tokens=True))
 
 
-def _safe_split(buffer: str) -> tuple[str, str]:
-    """(text that cannot begin the end-of-turn marker, text held back until it is known)."""
-    for keep in range(min(len(END_OF_TURN) - 1, len(buffer)), 0, -1):
-        if END_OF_TURN.startswith(buffer[-keep:]):
+def _safe_split(buffer: str, stop: str) -> tuple[str, str]:
+    """(text that cannot begin the stop string, text held back until it is known)."""
+    for keep in range(min(len(stop) - 1, len(buffer)), 0, -1):
+        if stop.startswith(buffer[-keep:]):
             return buffer[:-keep], buffer[-keep:]
     return buffer, ""
 
@@ -119,9 +102,9 @@ def stream_text(predictor: Any, prompt: str | None, messages: list[dict[str, str
                 params: GenerateParams, cancel: threading.Event) -> Iterator[str]:
     """Yield the reply piece by piece as the model produces it (blocking iterator).
 
-    ``model.generate`` runs in its own thread and feeds a ``TextIteratorStreamer``; a chat
-    model's end-of-turn marker is held back and never yielded. Setting ``cancel`` (or
-    closing the iterator) stops the generation thread at its next step.
+    ``model.generate`` runs in its own thread and feeds a ``TextIteratorStreamer``; the task's
+    stop string (a chat model's end-of-turn marker) is held back and never yielded. Setting
+    ``cancel`` (or closing the iterator) stops the generation thread at its next step.
     """
     inputs = _inputs(predictor, prompt, messages)
     kwargs = _generate_kwargs(predictor, params, True, cancel)
@@ -139,23 +122,23 @@ def stream_text(predictor: Any, prompt: str | None, messages: list[dict[str, str
 
     thread = threading.Thread(target=work, name="lmforge-generate", daemon=True)
     thread.start()
-    chat = predictor.task_name == "sft"
+    stop = predictor.task.stop_string
     buffer = ""
     try:
         for piece in streamer:
-            if not chat:
+            if not stop:
                 if piece:
                     yield piece
                 continue
             buffer += piece
-            if END_OF_TURN in buffer:
-                head = buffer.split(END_OF_TURN)[0]
+            if stop in buffer:
+                head = buffer.split(stop)[0]
                 if head:
                     yield head
                 buffer = ""
                 cancel.set()
                 break
-            ready, buffer = _safe_split(buffer)
+            ready, buffer = _safe_split(buffer, stop)
             if ready:
                 yield ready
         if buffer and not cancel.is_set():

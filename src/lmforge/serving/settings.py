@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.config import check, check_choice, opt
+from lmforge.settings import PRECISIONS
 
 BACKENDS = ("torch", "onnx")
-SERVE_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ServeJob:
     port: int = opt(8000, "TCP port.")
     backend: str = opt("torch", "torch (PyTorch) or onnx (ONNX Runtime on an export folder).")
     precision: str = opt("auto", "torch backend: auto (bf16 autocast only where the CPU has "
-                                 "native bf16), fp32 or bf16.")
+                                 "native bf16), fp32, bf16 or fp16 (GPU only).")
     max_batch_size: int = opt(32, "Most inputs per forward pass (dynamic batching).")
     max_wait_ms: float = opt(5.0, "Longest wait for a batch to fill after its first input.")
     max_items: int = opt(64, "Most inputs in one request (more -> 413).")
@@ -48,7 +48,7 @@ class ServeJob:
 
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, BACKENDS)
-        check_choice("precision", self.precision, SERVE_PRECISIONS)
+        check_choice("precision", self.precision, PRECISIONS)
         check_choice("log_level", self.log_level, ("debug", "info", "warning", "error"))
         check(0 <= self.port <= 65535, "port must be in [0, 65535]")
         check(self.max_batch_size >= 1, "max_batch_size must be >= 1")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -20,6 +19,7 @@ import torch
 
 from lmforge.data.collators import pad_batch, pad_id_of
 from lmforge.errors import ConfigError, DataError
+from lmforge.finetuning.generative import GenerationSettings
 
 log = logging.getLogger(__name__)
 
@@ -161,71 +161,6 @@ class Seq2SeqCollator:
             # (B, T): decoder_start_token_id, labels[:, :-1], with -100 replaced by pad.
             batch["decoder_input_ids"] = self._shift(labels=labels)
         return batch
-
-
-@dataclass
-class GenerationSettings:
-    """Decoding options for :func:`generate_texts` (mirrors ``model.generate`` arguments).
-
-    Attributes:
-        max_new_tokens: Tokens generated at most per output.
-        num_beams: Beam width; 1 means greedy (or plain sampling with ``do_sample``).
-        do_sample: Sample instead of taking the most likely token.
-        temperature: Softmax temperature when sampling (> 0).
-        top_p: Nucleus sampling mass in (0, 1].
-        top_k: Keep the k most likely tokens when sampling; 0 disables.
-        repetition_penalty: > 1 discourages repeating tokens (CTRL, Keskar et al. 2019).
-        length_penalty: Beam score exponent on length; > 1 favours longer outputs.
-        no_repeat_ngram_size: Forbid repeating any n-gram of this size; 0 disables.
-    """
-
-    max_new_tokens: int = 128
-    num_beams: int = 1
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 50
-    repetition_penalty: float = 1.0
-    length_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
-            (self.num_beams >= 1, "num_beams must be >= 1"),
-            (self.temperature > 0, "temperature must be > 0 (use do_sample=false for greedy)"),
-            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (self.top_k >= 0, "top_k must be >= 0 (0 disables it)"),
-            (self.repetition_penalty > 0, "repetition_penalty must be > 0 (1.0 disables it)"),
-            (self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size must be >= 0 (0 disables)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"generation setting invalid: {message}; got {self}")
-
-    def to_generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``model.generate``.
-
-        Only options that take effect are passed, because transformers warns about e.g. a
-        temperature given without sampling or a length penalty without beams.
-
-        Returns:
-            A dict such as ``{"max_new_tokens": 128, "num_beams": 1, "do_sample": False}``.
-        """
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "num_beams": self.num_beams,
-            "do_sample": self.do_sample,
-        }
-        if self.do_sample:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
-        if self.num_beams > 1:
-            kwargs["length_penalty"] = self.length_penalty
-        if self.repetition_penalty != 1.0:
-            kwargs["repetition_penalty"] = self.repetition_penalty
-        if self.no_repeat_ngram_size > 0:
-            kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
-        return kwargs
 
 
 def generate_texts(

@@ -10,7 +10,7 @@ import datasets
 import numpy as np
 
 from lmforge.evaluation.classification import ClassificationAccumulator
-from lmforge.finetuning.classification import predict_probabilities
+from lmforge.finetuning.classification.data import predict_probabilities
 from lmforge.runs import write_json
 
 HEADLINE = ("accuracy", "subset_accuracy", "f1", "roc_auc", "pr_auc", "ece")
@@ -30,8 +30,8 @@ def _headline(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def evaluate_classifier(model: Any, dataset: datasets.Dataset, raw: datasets.Dataset | None,
-                        collator: Any, label_names: list[str], task_info: dict[str, Any],
-                        out_dir: Path, accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
+                        collator: Any, settings: Any, out_dir: Path, accelerator: Any,
+                        batch_size: int = 64) -> dict[str, Any]:
     """Score ``dataset``, write the report into ``out_dir`` and return its metrics.
 
     Predictions are streamed to ``predictions.jsonl`` batch by batch; only the (N, C)
@@ -41,11 +41,11 @@ def evaluate_classifier(model: Any, dataset: datasets.Dataset, raw: datasets.Dat
         ``{"headline": {...flat numbers...}, "metrics": {...full...}, "plots": {...}}``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    multi = bool(task_info.get("multi_label"))
-    thresholds = task_info.get("thresholds")
-    thresholds = np.asarray(thresholds) if thresholds is not None else 0.5
+    label_names = settings.labels
+    multi = settings.multi_label
+    thresholds = np.asarray(settings.thresholds) if settings.thresholds is not None else 0.5
     accumulator = ClassificationAccumulator(len(label_names), multi_label=multi)
-    text_column = task_info.get("text_column", "text")
+    text_column = settings.text_column
     texts = raw[text_column] if raw is not None and text_column in raw.column_names else None
     index = 0
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:

@@ -7,6 +7,7 @@ the final report generates an output for every source and scores it with ROUGE a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,29 +15,42 @@ import datasets
 from torch import nn
 from transformers import AutoModelForSeq2SeqLM
 
+from lmforge.config import opt
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.generation import generation_metrics
-from lmforge.finetuning.classification_task import load_pretrained
 from lmforge.finetuning.generative import (
     GenerativeTaskBase,
     TokenLossObjective,
     format_table,
-    generative_model_kwargs,
     write_jsonl,
 )
-from lmforge.finetuning.seq2seq import (
+from lmforge.finetuning.models import generative_model_kwargs, load_pretrained
+from lmforge.finetuning.seq2seq.data import (
     GenerationSettings,
     Seq2SeqCollator,
     generate_texts,
     prepare_seq2seq,
 )
+from lmforge.finetuning.task import TaskSettings
 from lmforge.runs import write_json
 
 
-def generation_settings(info: dict[str, Any]) -> GenerationSettings:
-    """Decoding options saved in the task info."""
-    return GenerationSettings(max_new_tokens=info.get("max_new_tokens", 128),
-                              num_beams=info.get("num_beams", 1))
+@dataclass
+class Seq2SeqSettings(TaskSettings):
+    """Columns, lengths and decoding options of an encoder-decoder model."""
+
+    source_column: str = opt("source", "Input text column.")
+    target_column: str = opt("target", "Output text column.")
+    source_prefix: str = opt("", "Prefix added to every input (e.g. 'summarize: ').")
+    max_target_length: int = opt(128, "Maximum target length in tokens.")
+    max_new_tokens: int = opt(128, "Generation: maximum new tokens.")
+    num_beams: int = opt(1, "Generation: beam size (1 = greedy).")
+
+
+def generation_settings(settings: Seq2SeqSettings) -> GenerationSettings:
+    """Decoding options saved in the task settings."""
+    return GenerationSettings(max_new_tokens=settings.max_new_tokens,
+                              num_beams=settings.num_beams)
 
 
 def _sources(records: list[dict[str, Any]], column: str, what: str) -> list[str]:
@@ -58,8 +72,11 @@ class Seq2SeqTask(GenerativeTaskBase):
     """Summarization / translation / any text-to-text task with an encoder-decoder."""
 
     name = "seq2seq"
+    settings_class = Seq2SeqSettings
+    peft_task_type = "SEQ_2_SEQ_LM"
+    takes_past_key_values = True
 
-    def setup(self, job: Any, train: datasets.Dataset) -> dict[str, Any]:
+    def setup(self, job: Any, train: datasets.Dataset) -> Seq2SeqSettings:
         """Column names, lengths and decoding options (saved with the model)."""
         task = job.task
         for column in (task.source_column, task.target_column):
@@ -67,24 +84,25 @@ class Seq2SeqTask(GenerativeTaskBase):
                 raise DataError(f"column {column!r} not found in train (columns: "
                                 f"{', '.join(train.column_names)}); set task.source_column / "
                                 "task.target_column")
-        return {"task": self.name, "source_column": task.source_column,
-                "target_column": task.target_column, "source_prefix": task.source_prefix,
-                "max_length": job.data.max_length, "max_target_length": task.max_target_length,
-                "max_new_tokens": task.max_new_tokens, "num_beams": task.num_beams,
-                # `lmforge predict` reads a plain text file's lines into this column.
-                "text_column": task.source_column}
+        return Seq2SeqSettings(
+            task=self.name, source_column=task.source_column,
+            target_column=task.target_column, source_prefix=task.source_prefix,
+            max_length=job.data.max_length, max_target_length=task.max_target_length,
+            max_new_tokens=task.max_new_tokens, num_beams=task.num_beams,
+            # `lmforge predict` reads a plain text file's lines into this column.
+            text_column=task.source_column)
 
-    def encode(self, raw: datasets.Dataset, tokenizer: Any, info: dict[str, Any],
+    def encode(self, raw: datasets.Dataset, tokenizer: Any, settings: Seq2SeqSettings,
                split_name: str) -> datasets.Dataset:
         """Tokenize sources (with the prefix) and targets (ending with EOS)."""
-        return prepare_seq2seq(raw, tokenizer, source_column=info["source_column"],
-                               target_column=info["target_column"],
-                               max_source_length=info.get("max_length", 512),
-                               max_target_length=info.get("max_target_length", 128),
-                               source_prefix=info.get("source_prefix", ""),
+        return prepare_seq2seq(raw, tokenizer, source_column=settings.source_column,
+                               target_column=settings.target_column,
+                               max_source_length=settings.max_length,
+                               max_target_length=settings.max_target_length,
+                               source_prefix=settings.source_prefix,
                                split_name=split_name)
 
-    def load_model(self, source: str, info: dict[str, Any],
+    def load_model(self, source: str, settings: Seq2SeqSettings,
                    model_cfg: Any = None) -> tuple[nn.Module, bool]:
         """``AutoModelForSeq2SeqLM`` (T5, mT5, BART, mBART, Marian, ...)."""
         model, new = load_pretrained(AutoModelForSeq2SeqLM, source,
@@ -94,7 +112,7 @@ class Seq2SeqTask(GenerativeTaskBase):
                               "BART or similar (use task.name=sft for decoder-only models)")
         return model, new
 
-    def objective(self, model: nn.Module, info: dict[str, Any], train_cfg: Any,
+    def objective(self, model: nn.Module, settings: Seq2SeqSettings, train_cfg: Any,
                   train: datasets.Dataset) -> nn.Module:
         """Target-token cross-entropy (optionally label-smoothed)."""
         return TokenLossObjective(model, shift=False,
@@ -104,7 +122,7 @@ class Seq2SeqTask(GenerativeTaskBase):
         """Pads sources and labels; builds ``decoder_input_ids`` with the model's shift."""
         return Seq2SeqCollator(tokenizer, model)
 
-    def report(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+    def report(self, model: nn.Module, tokenizer: Any, settings: Seq2SeqSettings,
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
                accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
         """Loss / perplexity, then generate every output and score it (ROUGE, BLEU).
@@ -115,12 +133,12 @@ class Seq2SeqTask(GenerativeTaskBase):
         lm = self.token_metrics(model, encoded, Seq2SeqCollator(tokenizer, model), accelerator,
                                 batch_size, shift=False)
         # encode() already checked both columns exist; None sources read as empty text.
-        sources = ["" if s is None else str(s) for s in raw[info["source_column"]]]
-        targets = [str(t) for t in raw[info["target_column"]]]
-        predictions = generate_texts(model, tokenizer, sources, generation_settings(info),
+        sources = ["" if s is None else str(s) for s in raw[settings.source_column]]
+        targets = [str(t) for t in raw[settings.target_column]]
+        predictions = generate_texts(model, tokenizer, sources, generation_settings(settings),
                                      batch_size=min(batch_size, 32),
-                                     source_prefix=info.get("source_prefix", ""),
-                                     max_source_length=info.get("max_length", 512),
+                                     source_prefix=settings.source_prefix,
+                                     max_source_length=settings.max_length,
                                      device=accelerator.device)
         metrics = generation_metrics(predictions, targets)
         metrics["exact_match"] = sum(p.strip() == t.strip() for p, t in
@@ -138,13 +156,30 @@ class Seq2SeqTask(GenerativeTaskBase):
         report["table"] = format_table(headline)
         return report
 
-    def predict(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+    def predict(self, model: nn.Module, tokenizer: Any, settings: Seq2SeqSettings,
                 records: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
         """One generated text per record (``top_k`` is ignored: one output per source)."""
-        sources = _sources(records, info["source_column"], "input")
+        sources = _sources(records, settings.source_column, "input")
         device = next(model.parameters()).device
-        outputs = generate_texts(model, tokenizer, sources, generation_settings(info),
+        outputs = generate_texts(model, tokenizer, sources, generation_settings(settings),
                                  batch_size=max(len(sources), 1),
-                                 source_prefix=info.get("source_prefix", ""),
-                                 max_source_length=info.get("max_length", 512), device=device)
+                                 source_prefix=settings.source_prefix,
+                                 max_source_length=settings.max_length, device=device)
         return [{"source": s, "prediction": p} for s, p in zip(sources, outputs, strict=True)]
+
+    # ---------------------------------------------------------------- what other stages ask
+    def check_record(self, settings: Seq2SeqSettings, record: dict[str, Any]) -> str | None:
+        """A source string (or a record whose only field is a string)."""
+        ok = isinstance(record.get(settings.source_column), str) or (
+            len(record) == 1 and isinstance(next(iter(record.values())), str))
+        return None if ok else f"each input needs a string field {settings.source_column!r}"
+
+    def generation_inputs(self, tokenizer: Any, settings: Seq2SeqSettings, prompt: str | None,
+                          messages: list[dict[str, str]] | None) -> dict[str, Any]:
+        """The prompt with the task's source prefix, cut to ``max_length`` (batch of one)."""
+        if messages:
+            raise DataError("a seq2seq model takes a prompt, not messages; send "
+                            "{\"prompt\": ...}")
+        enc = tokenizer([settings.source_prefix + (prompt or "")], truncation=True,
+                        max_length=settings.max_length, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}

@@ -11,6 +11,7 @@ tokenizer that ``lmforge finetune`` saves with the model renders prompts exactly
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +20,43 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from lmforge.config import opt
 from lmforge.errors import DataError
 from lmforge.evaluation.generation import generation_metrics
-from lmforge.finetuning.classification_task import load_pretrained
 from lmforge.finetuning.generative import (
     GenerativeTaskBase,
     TokenLossObjective,
     format_table,
-    generative_model_kwargs,
     write_jsonl,
 )
-from lmforge.finetuning.sft import END_OF_TURN, SftCollator, chat_prompt, ensure_chat_template
-from lmforge.finetuning.sft import prepare_sft as _prepare_sft
+from lmforge.finetuning.models import generative_model_kwargs, load_pretrained
+from lmforge.finetuning.sft.data import (
+    END_OF_TURN,
+    SftCollator,
+    chat_prompt,
+    ensure_chat_template,
+)
+from lmforge.finetuning.sft.data import prepare_sft as _prepare_sft
+from lmforge.finetuning.task import TaskSettings
 from lmforge.runs import write_json
 
 NUM_SAMPLES = 8  # prompts answered in the report (generation is slow; loss covers the split)
 
 
-def conversation(record: dict[str, Any], info: dict[str, Any],
+@dataclass
+class SftSettings(TaskSettings):
+    """Columns, lengths and decoding options of a chat-tuned causal LM."""
+
+    messages_column: str = opt("messages", "Column with a list of {role, content} turns.")
+    prompt_column: str = opt("prompt", "Prompt column (when there is no messages column).")
+    response_column: str = opt("response", "Response column.")
+    train_on_prompt: bool = opt(False, "The loss also covered prompt tokens.")
+    max_new_tokens: int = opt(128, "Generation: maximum new tokens.")
+    num_beams: int = opt(1, "Generation: beam size (1 = greedy).")
+    tokenizer_size: int = opt(0, "Tokenizer size at training time (the embeddings grow to it).")
+
+
+def conversation(record: dict[str, Any], settings: SftSettings,
                  what: str = "input") -> tuple[list[dict[str, str]], str | None]:
     """Split a record into (messages to answer, reference reply or None).
 
@@ -44,7 +64,7 @@ def conversation(record: dict[str, Any], info: dict[str, Any],
     ``prompt`` record becomes one user message (with ``response`` as reference when present).
     A record with a single other field (a text-file line read under another name) is a prompt.
     """
-    messages_column, prompt_column = info["messages_column"], info["prompt_column"]
+    messages_column, prompt_column = settings.messages_column, settings.prompt_column
     if messages_column in record and record[messages_column] is not None:
         messages = [{"role": m["role"], "content": m["content"]}
                     for m in record[messages_column]]
@@ -61,7 +81,7 @@ def conversation(record: dict[str, Any], info: dict[str, Any],
         raise DataError(f"an {what} record has neither {messages_column!r} nor "
                         f"{prompt_column!r} (has {', '.join(map(str, record))}); "
                         "rename the field or set text_column=")
-    reference = record.get(info["response_column"])
+    reference = record.get(settings.response_column)
     return ([{"role": "user", "content": str(record[prompt_column])}],
             None if reference is None else str(reference))
 
@@ -105,45 +125,52 @@ class ChatSftTask(GenerativeTaskBase):
     """Instruction / chat tuning of decoder-only models on prompt-response or messages data."""
 
     name = "sft"
+    settings_class = SftSettings
+    peft_task_type = "CAUSAL_LM"
+    per_token_outputs = True
+    takes_past_key_values = True
+    accepts_messages = True
+    stop_string = END_OF_TURN
 
-    def setup(self, job: Any, train: datasets.Dataset) -> dict[str, Any]:
+    def setup(self, job: Any, train: datasets.Dataset) -> SftSettings:
         """Column names, lengths and decoding options (saved with the model)."""
         task = job.task
-        return {"task": self.name, "messages_column": task.messages_column,
-                "prompt_column": task.prompt_column, "response_column": task.response_column,
-                "max_length": job.data.max_length, "train_on_prompt": task.train_on_prompt,
-                "max_new_tokens": task.max_new_tokens, "num_beams": task.num_beams,
-                # `lmforge predict` reads a plain text file's lines into this column.
-                "text_column": task.prompt_column}
+        return SftSettings(
+            task=self.name, messages_column=task.messages_column,
+            prompt_column=task.prompt_column, response_column=task.response_column,
+            max_length=job.data.max_length, train_on_prompt=task.train_on_prompt,
+            max_new_tokens=task.max_new_tokens, num_beams=task.num_beams,
+            # `lmforge predict` reads a plain text file's lines into this column.
+            text_column=task.prompt_column)
 
-    def encode(self, raw: datasets.Dataset, tokenizer: Any, info: dict[str, Any],
+    def encode(self, raw: datasets.Dataset, tokenizer: Any, settings: SftSettings,
                split_name: str) -> datasets.Dataset:
         """Render chats and mask non-reply labels.
 
         Side effects: gives ``tokenizer`` the default chat template if it has none (so it is
-        saved with the model) and records the tokenizer size in ``info`` for ``load_model``.
+        saved with the model) and records the tokenizer size in ``settings`` for ``load_model``.
         """
         ensure_chat_template(tokenizer)
-        info["tokenizer_size"] = len(tokenizer)
-        return _prepare_sft(raw, tokenizer, max_length=info.get("max_length", 1024),
-                            messages_column=info["messages_column"],
-                            prompt_column=info["prompt_column"],
-                            response_column=info["response_column"],
-                            train_on_prompt=info.get("train_on_prompt", False),
+        settings.tokenizer_size = len(tokenizer)
+        return _prepare_sft(raw, tokenizer, max_length=settings.max_length,
+                            messages_column=settings.messages_column,
+                            prompt_column=settings.prompt_column,
+                            response_column=settings.response_column,
+                            train_on_prompt=settings.train_on_prompt,
                             split_name=split_name)
 
-    def load_model(self, source: str, info: dict[str, Any],
+    def load_model(self, source: str, settings: SftSettings,
                    model_cfg: Any = None) -> tuple[nn.Module, bool]:
         """``AutoModelForCausalLM``; embeddings grow if the tokenizer has more tokens."""
         model, new = load_pretrained(AutoModelForCausalLM, source,
                                      generative_model_kwargs(source, model_cfg), "sft")
-        size = info.get("tokenizer_size", 0)
+        size = settings.tokenizer_size
         if size > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(size)
             new = True
         return model, new
 
-    def objective(self, model: nn.Module, info: dict[str, Any], train_cfg: Any,
+    def objective(self, model: nn.Module, settings: SftSettings, train_cfg: Any,
                   train: datasets.Dataset) -> nn.Module:
         """Next-token cross-entropy on reply tokens; ``n`` = trained tokens."""
         return TokenLossObjective(model, shift=True,
@@ -153,7 +180,7 @@ class ChatSftTask(GenerativeTaskBase):
         """Right padding; labels -100 at padding."""
         return SftCollator(tokenizer)
 
-    def report(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+    def report(self, model: nn.Module, tokenizer: Any, settings: SftSettings,
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
                accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
         """Reply loss / perplexity over the split, plus generations for the first prompts.
@@ -164,11 +191,11 @@ class ChatSftTask(GenerativeTaskBase):
         lm = self.token_metrics(model, encoded, SftCollator(tokenizer), accelerator, batch_size,
                                 shift=True)
         metrics: dict[str, Any] = {k.removeprefix("eval_"): v for k, v in lm.items()}
-        rows = [conversation(r, info, "evaluation") for r in raw.select(
+        rows = [conversation(r, settings, "evaluation") for r in raw.select(
             range(min(NUM_SAMPLES, len(raw))))]
         predictions = generate_replies(model, tokenizer, [m for m, _ in rows],
-                                       max_new_tokens=info.get("max_new_tokens", 128),
-                                       num_beams=info.get("num_beams", 1),
+                                       max_new_tokens=settings.max_new_tokens,
+                                       num_beams=settings.num_beams,
                                        device=accelerator.device)
         headline = {k: float(metrics[k]) for k in ("loss", "perplexity", "token_accuracy",
                                                    "tokens")}
@@ -186,14 +213,43 @@ class ChatSftTask(GenerativeTaskBase):
         report["table"] = format_table(headline)
         return report
 
-    def predict(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+    def predict(self, model: nn.Module, tokenizer: Any, settings: SftSettings,
                 records: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
         """The assistant's reply to each record (``top_k`` is ignored)."""
-        chats = [conversation(r, info)[0] for r in records]
+        chats = [conversation(r, settings)[0] for r in records]
         replies = generate_replies(model, tokenizer, chats,
-                                   max_new_tokens=info.get("max_new_tokens", 128),
-                                   num_beams=info.get("num_beams", 1),
+                                   max_new_tokens=settings.max_new_tokens,
+                                   num_beams=settings.num_beams,
                                    batch_size=max(len(chats), 1),
                                    device=next(model.parameters()).device)
         return [{"prompt": c[-1]["content"] if len(c) == 1 else c, "response": r}
                 for c, r in zip(chats, replies, strict=True)]
+
+    # ---------------------------------------------------------------- what other stages ask
+    def check_record(self, settings: SftSettings, record: dict[str, Any]) -> str | None:
+        """A conversation with a non-assistant turn, or a prompt string."""
+        messages = record.get(settings.messages_column)
+        if isinstance(messages, list) and messages:
+            ok = all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                     and isinstance(m.get("content"), str) for m in messages) \
+                and any(m["role"] != "assistant" for m in messages)
+        else:
+            ok = isinstance(record.get(settings.prompt_column), str) or (
+                len(record) == 1 and isinstance(next(iter(record.values())), str))
+        return None if ok else (f"each input needs a string field {settings.prompt_column!r} "
+                                f"or a {settings.messages_column!r} list of {{role, content}}")
+
+    def generation_inputs(self, tokenizer: Any, settings: SftSettings, prompt: str | None,
+                          messages: list[dict[str, str]] | None) -> dict[str, Any]:
+        """The conversation (or the prompt as one user turn) in the chat template."""
+        chat = messages if messages else [{"role": "user", "content": prompt or ""}]
+        ids = tokenizer(chat_prompt(tokenizer, chat), add_special_tokens=False)["input_ids"]
+        return {"input_ids": torch.tensor([ids]),
+                "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+
+    def generation_kwargs(self, tokenizer: Any) -> dict[str, Any]:
+        """Stop at the end-of-turn marker; pad with the pad (or EOS) token."""
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+            else tokenizer.eos_token_id
+        return {"pad_token_id": 0 if pad is None else int(pad), "stop_strings": [END_OF_TURN],
+                "tokenizer": tokenizer}

@@ -1,7 +1,7 @@
 """Token classification (NER) as a :class:`~lmforge.finetuning.task.Task`.
 
-Training-time evaluation reports token accuracy from additive counts; entity-level
-precision / recall / F1 need whole tag sequences, so they are computed in :meth:`report`.
+Entity-level precision / recall / F1 (seqeval) are computed in :meth:`report`; the training
+loss and token accuracy are in :mod:`.objective`. Served at ``POST /entities``.
 """
 
 from __future__ import annotations
@@ -10,19 +10,21 @@ import contextlib
 import json
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
-import torch.nn.functional as F
+from pydantic import BaseModel
 from torch import nn
 from transformers import AutoModelForTokenClassification
 
+from lmforge.config import opt
 from lmforge.errors import DataError
-from lmforge.finetuning.classification_task import load_pretrained, model_kwargs
-from lmforge.finetuning.token_classification import (
-    IGNORE_INDEX,
+from lmforge.finetuning.models import load_pretrained, model_kwargs
+from lmforge.finetuning.task import OneOrManyTexts, Route, RouteCall, Task, TaskSettings
+from lmforge.finetuning.token_classification.data import (
     NO_WORD,
     TokenClassificationCollator,
     collect_labels,
@@ -30,39 +32,13 @@ from lmforge.finetuning.token_classification import (
     entities_from_tags,
     prepare_token_classification,
 )
+from lmforge.finetuning.token_classification.objective import (
+    TokenClassificationObjective,
+    token_classification_reducer,
+)
 from lmforge.runs import write_json
 
 log = logging.getLogger(__name__)
-
-
-class TokenClassificationObjective(nn.Module):
-    """Cross-entropy over labelled sub-words plus a correct-token count.
-
-    Args:
-        model: A ``*ForTokenClassification`` model (saved as is).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, labels: torch.Tensor, **inputs: torch.Tensor) -> dict[str, Any]:
-        """Logits (B, L, C); loss and counts over positions whose label is not -100."""
-        logits = self.model(**inputs).logits.float()  # (B, L, C)
-        keep = labels != IGNORE_INDEX  # (B, L)
-        n = keep.sum()
-        # Mean over labelled tokens; the engine weights it by n, so eval_loss is per token.
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(),
-                               ignore_index=IGNORE_INDEX, reduction="sum") / n.clamp(min=1)
-        correct = ((logits.argmax(-1) == labels) & keep).sum()
-        return {"loss": loss, "n": n, "count_correct": correct}
-
-
-def ner_reducer(sums: dict[str, float]) -> dict[str, float]:
-    """Per-token loss and accuracy from summed counts (entity F1 is in the report)."""
-    n = max(sums.get("n", 0.0), 1.0)
-    return {"eval_loss": sums.get("loss_sum", 0.0) / n,
-            "eval_token_accuracy": sums.get("count_correct", 0.0) / n}
 
 
 def _gold_tags(raw: datasets.Dataset, column: str) -> list[list[str]] | None:
@@ -130,41 +106,101 @@ def _word_scores(best: list[list[float]], word_ids: list[list[int]],
     return out
 
 
-class TokenClassificationTask:
+@dataclass
+class TokenClassificationSettings(TaskSettings):
+    """A tagger's tag names, scheme and columns."""
+
+    labels: list[str] = opt([], "Tag names, in the order of the model's outputs.")
+    scheme: str = opt("BIO", "Tagging scheme: BIO or BIOES.")
+    tokens_column: str = opt("tokens", "Column with the list of words.")
+    tags_column: str = opt("tags", "Column with one tag per word.")
+    label_all_subwords: bool = opt(False, "Every sub-word was labelled (else the first).")
+
+
+class EntitiesRequest(OneOrManyTexts):
+    """``POST /entities``: texts are split on whitespace into words."""
+
+
+class Entity(BaseModel):
+    """An entity span; ``start``/``end`` are character offsets into the text (end exclusive)."""
+
+    start: int
+    end: int
+    label: str
+    score: float
+    text: str
+
+
+class EntitiesResult(BaseModel):
+    """The entities of one text."""
+
+    text: str
+    entities: list[Entity]
+
+
+class EntitiesResponse(BaseModel):
+    """Entities per input text, in input order."""
+
+    results: list[EntitiesResult]
+
+
+def _entities_call(req: EntitiesRequest, settings: TokenClassificationSettings) -> RouteCall:
+    texts = req.all_texts()
+    # A text without words has no entities: answered without a model call.
+    return RouteCall([{settings.text_column: t} if t.split() else None for t in texts], texts)
+
+
+def _entities_response(req: EntitiesRequest, rows: list[Any]) -> dict[str, Any]:
+    results = []
+    for text, row in zip(req.all_texts(), rows, strict=True):
+        found = [] if row is None else [
+            {"start": e["start"], "end": e["end"], "label": e["type"], "score": e["score"],
+             "text": e["text"]} for e in row["entities"]]
+        results.append({"text": text, "entities": found})
+    return {"results": results}
+
+
+class TokenClassificationTask(Task):
     """Named-entity recognition over pre-split words (BIO or BIOES tags)."""
 
     name = "token_classification"
+    settings_class = TokenClassificationSettings
+    peft_task_type = "TOKEN_CLS"
+    has_head = True
+    per_token_outputs = True
+    onnx_outputs = ("logits",)
 
-    def setup(self, job: Any, train: datasets.Dataset) -> dict[str, Any]:
+    def setup(self, job: Any, train: datasets.Dataset) -> TokenClassificationSettings:
         """Labels from the training split (every prefix of each type) and column settings."""
         task = job.task
         labels = collect_labels(train, task.scheme, tags_column=task.tags_column, complete=True)
-        return {"task": self.name, "labels": labels, "scheme": task.scheme,
-                "tokens_column": task.tokens_column, "tags_column": task.tags_column,
-                "text_column": task.text_column, "max_length": job.data.max_length,
-                "label_all_subwords": task.label_all_subwords}
+        return TokenClassificationSettings(
+            task=self.name, labels=labels, scheme=task.scheme,
+            tokens_column=task.tokens_column, tags_column=task.tags_column,
+            text_column=task.text_column, max_length=job.data.max_length,
+            label_all_subwords=task.label_all_subwords)
 
-    def encode(self, raw: datasets.Dataset, tokenizer: Any, info: dict[str, Any],
+    def encode(self, raw: datasets.Dataset, tokenizer: Any, settings: TokenClassificationSettings,
                split_name: str) -> datasets.Dataset:
         """Tokenize words and align tags to first sub-words (unlabeled rows allowed)."""
-        tags_column = info["tags_column"] if info["tags_column"] in raw.column_names else None
+        tags_column = settings.tags_column if settings.tags_column in raw.column_names else None
         return prepare_token_classification(
-            raw, tokenizer, {n: i for i, n in enumerate(info["labels"])},
-            tokens_column=info["tokens_column"], tags_column=tags_column,
-            max_length=info.get("max_length", 128),
-            label_all_subwords=info.get("label_all_subwords", False), split_name=split_name)
+            raw, tokenizer, {n: i for i, n in enumerate(settings.labels)},
+            tokens_column=settings.tokens_column, tags_column=tags_column,
+            max_length=settings.max_length,
+            label_all_subwords=settings.label_all_subwords, split_name=split_name)
 
-    def load_model(self, source: str, info: dict[str, Any],
+    def load_model(self, source: str, settings: TokenClassificationSettings,
                    model_cfg: Any = None) -> tuple[nn.Module, bool]:
         """``AutoModelForTokenClassification`` with the tag names in its config."""
-        names = info["labels"]
+        names = settings.labels
         kwargs = model_kwargs(model_cfg)
         kwargs.update(num_labels=len(names), id2label=dict(enumerate(names)),
                       label2id={n: i for i, n in enumerate(names)})
         return load_pretrained(AutoModelForTokenClassification, source, kwargs,
                                "token classification")
 
-    def objective(self, model: nn.Module, info: dict[str, Any], train_cfg: Any,
+    def objective(self, model: nn.Module, settings: TokenClassificationSettings, train_cfg: Any,
                   train: datasets.Dataset) -> nn.Module:
         """Token-level cross-entropy."""
         return TokenClassificationObjective(model)
@@ -175,9 +211,9 @@ class TokenClassificationTask:
 
     def reducer(self, sums: dict[str, float]) -> dict[str, float]:
         """eval_loss and eval_token_accuracy."""
-        return ner_reducer(sums)
+        return token_classification_reducer(sums)
 
-    def finalize(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+    def finalize(self, model: nn.Module, tokenizer: Any, settings: TokenClassificationSettings,
                  validation: datasets.Dataset | None, accelerator: Any) -> None:
         """Nothing to tune for NER."""
 
@@ -207,38 +243,38 @@ class TokenClassificationTask:
                                                rows["num_words"]))
         return out
 
-    def report(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+    def report(self, model: nn.Module, tokenizer: Any, settings: TokenClassificationSettings,
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
                accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
         """Entity-level metrics (overall and per type), summary.json and predictions.jsonl."""
         from lmforge.evaluation.ner import ner_metrics
 
-        gold = _gold_tags(raw, info["tags_column"])
+        gold = _gold_tags(raw, settings.tags_column)
         if gold is None:
-            raise DataError(f"column {info['tags_column']!r} not found (columns: "
+            raise DataError(f"column {settings.tags_column!r} not found (columns: "
                             f"{', '.join(raw.column_names)}); evaluate on tagged data")
         pred = self._word_tags(model, encoded, TokenClassificationCollator(tokenizer),
-                               info["labels"], accelerator.device, accelerator.autocast,
+                               settings.labels, accelerator.device, accelerator.autocast,
                                batch_size)
-        metrics = ner_metrics(gold, pred, info["scheme"])
+        metrics = ner_metrics(gold, pred, settings.scheme)
         headline = {k: metrics[k] for k in ("precision", "recall", "f1", "accuracy")}
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
-            for words, g, p in zip(raw[info["tokens_column"]], gold, pred, strict=True):
+            for words, g, p in zip(raw[settings.tokens_column], gold, pred, strict=True):
                 row = {"tokens": words, "tags": g, "predicted": p,
                        "entities": entities_from_tags(words, p)}
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         write_json(out_dir / "summary.json", {"headline": headline, "metrics": metrics})
         return {"headline": headline, "metrics": metrics, "table": _per_type_table(metrics)}
 
-    def predict(self, model: nn.Module, tokenizer: Any, info: dict[str, Any],
+    def predict(self, model: nn.Module, tokenizer: Any, settings: TokenClassificationSettings,
                 records: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
         """Tags and entities with char offsets and scores per record.
 
         Offsets index the record's text when it came as a text line (split on whitespace),
         else the space-joined tokens.
         """
-        column, text_column = info["tokens_column"], info.get("text_column", "text")
+        column, text_column = settings.tokens_column, settings.text_column
         words: list[list[str]] = []
         texts: list[str | None] = []
         for record in records:
@@ -251,12 +287,48 @@ class TokenClassificationTask:
             else:
                 raise DataError(f"an input has neither {column!r} nor {text_column!r}; give "
                                 "a tokens list or a text line")
+        # The dataset has no tags column, so encode() aligns no labels.
         encoded = self.encode(datasets.Dataset.from_dict({column: words}), tokenizer,
-                              {**info, "tags_column": None}, "predict")
+                              settings, "predict")
         device = next(model.parameters()).device
         scores: list[list[float]] = []
         tags = self._word_tags(model, encoded, TokenClassificationCollator(tokenizer),
-                               info["labels"], device, batch_size=len(words),
+                               settings.labels, device, batch_size=len(words),
                                scores_out=scores)
         return [{"tokens": w, "tags": t, "entities": _char_entities(w, t, s, text)}
                 for w, t, s, text in zip(words, tags, scores, texts, strict=True)]
+
+    # ---------------------------------------------------------------- what other stages ask
+    def example_record(self, settings: TokenClassificationSettings) -> dict[str, Any]:
+        """Two words."""
+        return {settings.tokens_column: ["warm", "up"]}
+
+    def check_record(self, settings: TokenClassificationSettings,
+                     record: dict[str, Any]) -> str | None:
+        """A non-empty list of words, or a text with at least one word."""
+        tokens = record.get(settings.tokens_column)
+        text = record.get(settings.text_column)
+        ok = (isinstance(tokens, list) and tokens and all(isinstance(t, str) and t.strip()
+                                                          for t in tokens)) \
+            or (isinstance(text, str) and text.split())
+        return None if ok else (f"each input needs a non-empty {settings.tokens_column!r} "
+                                f"list or a {settings.text_column!r} text")
+
+    def sample_inputs(self, settings: TokenClassificationSettings,
+                      rows: list[dict[str, Any]] | None) -> list[tuple[str, str | None]]:
+        """The words of the data rows joined by spaces, else the built-in samples."""
+        if rows and settings.tokens_column in rows[0]:
+            return [(" ".join(map(str, r[settings.tokens_column])), None) for r in rows]
+        return super().sample_inputs(settings, rows)
+
+    def onnx_output_class(self) -> Any:
+        """``TokenClassifierOutput`` (``.logits`` (B, L, C))."""
+        from transformers.modeling_outputs import TokenClassifierOutput
+
+        return TokenClassifierOutput
+
+    def http_route(self, settings: TokenClassificationSettings) -> Route:
+        """``POST /entities``: entities with character offsets into each text."""
+        return Route("/entities", EntitiesRequest, EntitiesResponse,
+                     "Entities with character offsets into each text.", _entities_call,
+                     _entities_response)

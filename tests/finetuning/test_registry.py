@@ -1,0 +1,124 @@
+"""Every registered task provides what serving, export and PEFT need, in its own home."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+import lmforge
+from lmforge.config import from_dict
+from lmforge.finetuning.saved import TASK_FILE, read_settings, write_settings
+from lmforge.finetuning.task import TASKS, Route, Task, TaskSettings, get_task
+
+SRC = Path(lmforge.__file__).parent
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_task_lives_in_its_own_package(name: str) -> None:
+    # The naming rule (docs/architecture.md): finetuning/<name>/{data,task}.py, and an
+    # objective.py unless the task is one of the generative tasks sharing generative.py.
+    module, cls = TASKS[name].split(":")
+    assert module == f"lmforge.finetuning.{name}.task"
+    folder = SRC / "finetuning" / name
+    task = get_task(name)
+    assert (folder / "data.py").is_file() and (folder / "task.py").is_file()
+    assert (folder / "objective.py").is_file() or task.generative
+    assert type(task).__name__ == cls and task.name == name
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_task_provides_what_other_stages_ask(name: str, tmp_path: Path) -> None:
+    from peft import TaskType
+
+    task = get_task(name)
+    assert isinstance(task, Task)
+    # Typed settings that round-trip through lmforge_task.json.
+    assert issubclass(task.settings_class, TaskSettings)
+    settings = task.settings_class(task=name)
+    write_settings(tmp_path, settings)
+    loaded_task, loaded = read_settings(tmp_path)
+    assert loaded_task.name == name and loaded == settings
+    assert from_dict(task.settings_class, dataclasses.asdict(settings)) == settings
+    # PEFT: a peft task type.
+    assert task.peft_task_type in TaskType.__members__
+    # An example record that the task's own check accepts (server warm-up, fuzzing).
+    record = task.example_record(settings)
+    assert task.check_record(settings, record) is None
+    assert task.check_record(settings, {}) is not None  # and the check really checks
+    # Export: ONNX outputs with an output class, or a generative task (no ONNX graph).
+    assert bool(task.onnx_outputs) != task.generative
+    if task.onnx_outputs:
+        output_class = task.onnx_output_class()
+        assert set(task.onnx_outputs) <= {f.name for f in dataclasses.fields(output_class)}
+        pairs = task.sample_inputs(settings, None)
+        assert pairs and all(isinstance(text, str) for text, _ in pairs)
+    # Serving: a route with request / response schemas, or /generate for generative tasks.
+    route = task.http_route(settings)
+    if task.generative:
+        assert route is None
+        assert type(task).generation_inputs is not Task.generation_inputs  # overridden
+    else:
+        assert isinstance(route, Route) and route.path.startswith("/")
+        assert route.path not in ("/predict", "/generate", "/health", "/ready", "/info")
+        assert route.request.model_json_schema()["type"] == "object"
+        assert route.response.model_json_schema()["type"] == "object"
+
+
+def test_routes_are_distinct() -> None:
+    paths = [r.path for name in TASKS
+             if (r := get_task(name).http_route(get_task(name).settings_class(task=name)))]
+    assert len(paths) == len(set(paths))
+
+
+def _string_constants(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+
+
+@pytest.mark.parametrize("where", ["serving", "deploy", "peft", "settings.py", "predictor.py",
+                                   "evaluation", "api.py", "cli.py"])
+def test_no_task_name_branching_outside_the_task_modules(where: str) -> None:
+    # Serving, export, PEFT and the settings ask the task object; a task's name appears as a
+    # string literal only in its own package and the registry.
+    target = SRC / where
+    files = [target] if target.is_file() else sorted(target.rglob("*.py"))
+    found = {str(f.relative_to(SRC)): sorted(set(TASKS) & _string_constants(f)) for f in files}
+    assert {f: names for f, names in found.items() if names} == {}
+
+
+def test_old_task_files_still_load(tmp_path: Path) -> None:
+    # lmforge_task.json written before the settings were typed (the same keys) still loads.
+    old = {"task": "classification", "labels": ["neg", "pos"], "multi_label": False,
+           "text_column": "sentence", "text_pair_column": None, "label_column": "label",
+           "label_separator": ",", "class_weights": "none", "max_length": 64,
+           "thresholds": None}
+    (tmp_path / TASK_FILE).write_text(json.dumps(old))
+    task, settings = read_settings(tmp_path)
+    assert task.name == "classification"
+    assert settings.labels == ["neg", "pos"] and settings.text_column == "sentence"
+    assert task.label_names(settings) == ["neg", "pos"]
+
+
+def test_a_misspelled_key_in_the_task_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / TASK_FILE).write_text(json.dumps({"task": "classification", "lables": []}))
+    with pytest.raises(lmforge.ConfigError, match="unknown config key 'lables'.*labels"):
+        read_settings(tmp_path)
+
+
+def test_registry_modules_import_lazily() -> None:
+    # The CLI's config and help load without torch: the registry is strings until used.
+    import subprocess
+    import sys
+
+    code = ("import sys, lmforge.cli, lmforge.settings; "
+            "print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "[]"
+    assert importlib.util.find_spec("lmforge.finetuning.classification.task") is not None
