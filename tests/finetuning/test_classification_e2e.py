@@ -53,7 +53,8 @@ def test_finetune_evaluate_predict(tmp_path: Path, encoder_dir: Path) -> None:
                  # A random-init encoder this small can sit on a loss plateau for hundreds of
                  # steps on some seeds (then early stopping ends the run there); this seed
                  # leaves it quickly. The pipeline, not the optimiser, is under test.
-                 "train.seed=2",
+                 "train.seed=2", "train.adam_beta2=0.98", "train.adam_eps=1e-6",
+                 "train.group_by_length=false",
                  "train.batch_size=16", "train.eval_every=15", "train.log_every=15",
                  "train.metric_for_best=eval_macro_f1", "train.greater_is_better=true",
                  "train.early_stopping_patience=4", "track.progress=false",

@@ -92,6 +92,25 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, lr: float = 1.
     return list(groups.values())
 
 
+def make_adamw(groups: list[dict[str, Any]], cfg: TrainConfig,
+               device: torch.device) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where the device has one (CPU and CUDA, torch >= 2.4).
+
+    The default implementation loops over the parameters in Python, a handful of element-wise
+    kernels each: for MiniLM-L6 (22.7M parameters, ~100 tensors) on 2 CPU cores that was tens
+    of times slower per step than the fused kernel, which updates every tensor in one pass
+    (the Trainer's default, ``adamw_torch_fused``). Falls back to the multi-tensor
+    (``foreach``) implementation where fused is unavailable.
+    """
+    kwargs = {"lr": cfg.lr, "betas": (cfg.adam_beta1, cfg.adam_beta2), "eps": cfg.adam_eps}
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):  # pragma: no cover - older torch, dtypes
+            pass
+    return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
 @dataclass
 class TrainResult:
     """What :meth:`Engine.train` returns."""
@@ -157,9 +176,9 @@ class Engine:
             max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
 
         self.unwrapped = model
-        optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay, cfg.lr,
-                                                       cfg.layerwise_lr_decay), lr=cfg.lr,
-                                      betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+        optimizer = make_adamw(parameter_groups(model, cfg.weight_decay, cfg.lr,
+                                                cfg.layerwise_lr_decay), cfg,
+                               self.accelerator.device)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None \
             else int(cfg.warmup_ratio * self.total_steps)
