@@ -53,6 +53,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 TASKS = ("trec", "chnsenticorp", "conll2003", "quoref")
+CLASSIFICATION = ("trec", "chnsenticorp", "sst2")  # sst2: used by bench/speed_finetune.py
 SEED = 42
 COMMON = {"warmup": 0.1, "wd": 0.01, "seed": SEED}
 HP: dict[str, dict[str, Any]] = {
@@ -60,6 +61,8 @@ HP: dict[str, dict[str, Any]] = {
              "text_column": "question", "label_column": "label", "num_labels": 6},
     "chnsenticorp": {**COMMON, "lr": 5e-5, "batch_size": 32, "max_length": 128,
                      "text_column": "text", "label_column": "label", "num_labels": 2},
+    "sst2": {**COMMON, "lr": 5e-5, "batch_size": 32, "max_length": 128,
+             "text_column": "sentence", "label_column": "label", "num_labels": 2},
     "conll2003": {**COMMON, "lr": 5e-5, "batch_size": 32, "max_length": 128},
     "quoref": {**COMMON, "lr": 5e-5, "batch_size": 16, "max_length": 384, "doc_stride": 128,
                "n_best": 20, "max_answer_length": 30},
@@ -250,7 +253,7 @@ def tokenizer_stats(data: Path, text_column: str, max_length: int,
 # ---------------------------------------------------------------------------- runs
 
 
-def lmforge_args(task: str, data: Path, out: Path, epochs: float, cache: Path,
+def lmforge_args(task: str, data: Path, out: Path, epochs: float,
                  model: str = "all-minilm-l6-v2", hp: dict[str, Any] | None = None) -> list[str]:
     """`python -m lmforge finetune ...` with the task's columns and the shared settings
     (``hp``: the hyperparameters the peer gets too; default the task's)."""
@@ -265,9 +268,8 @@ def lmforge_args(task: str, data: Path, out: Path, epochs: float, cache: Path,
             # One in-loop evaluation, at the last step, of one batch: no best-checkpoint pick
             # on dev and (almost) no evaluation inside train_seconds, like the peers' timers.
             # The dev report after training is complete (it ignores eval_max_batches).
-            "train.eval_every=1000000000", "train.eval_max_batches=1", "track.progress=false",
-            f"data.cache_dir={cache}"]
-    if task in ("trec", "chnsenticorp"):
+            "train.eval_every=1000000000", "train.eval_max_batches=1", "track.progress=false"]
+    if task in CLASSIFICATION:
         args += ["task.name=classification", f"task.text_column={hp['text_column']}",
                  f"task.label_column={hp['label_column']}"]
     elif task == "conll2003":
@@ -298,7 +300,7 @@ def run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int]:
 def lmforge_metrics(task: str, summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The dev numbers from lmforge's summary.json (and its eval report for NER / QA)."""
     head = summary.get("validation_metrics", {})
-    if task in ("trec", "chnsenticorp"):
+    if task in CLASSIFICATION:
         return {"accuracy": head.get("accuracy"), "macro_f1": head.get("f1_macro")}
     report_file = run_dir / "eval-validation" / "summary.json"
     full = json.loads(report_file.read_text())["metrics"] if report_file.exists() else {}
@@ -316,7 +318,7 @@ def lmforge_metrics(task: str, summary: dict[str, Any], run_dir: Path) -> dict[s
 
 def peer_metrics(task: str, peer: dict[str, Any]) -> dict[str, Any]:
     """The dev numbers from a peer's bench_summary.json."""
-    if task in ("trec", "chnsenticorp"):
+    if task in CLASSIFICATION:
         keys = ["accuracy", "macro_f1"]
     elif task == "conll2003":
         return {**{k: peer.get(k) for k in ("f1_strict", "precision_strict", "recall_strict",
@@ -330,6 +332,7 @@ def peer_metrics(task: str, peer: dict[str, Any]) -> dict[str, Any]:
 
 
 HEADLINE = {"trec": ("accuracy", "macro_f1"), "chnsenticorp": ("accuracy", "macro_f1"),
+            "sst2": ("accuracy", "macro_f1"),
             "conll2003": ("f1_strict", "f1"), "quoref": ("exact_match_aligned", "f1_aligned")}
 
 
@@ -348,7 +351,7 @@ def bench_task(task: str, args: argparse.Namespace, env: dict[str, str],
     """Prepare the data, run both sides and return the result record."""
     data = work / task / "data"
     data.mkdir(parents=True)
-    if task in ("trec", "chnsenticorp"):
+    if task in CLASSIFICATION:
         sizes = prepare_classification(task, data, args.max_train, args.max_dev)
     elif task == "conll2003":
         sizes = prepare_conll(data, args.max_train, args.max_dev)
@@ -359,12 +362,12 @@ def bench_task(task: str, args: argparse.Namespace, env: dict[str, str],
         hp["lr"] = args.lr
     result: dict[str, Any] = {"task": task, "data": sizes, "epochs": args.epochs,
                               "model": args.model, "hyperparameters": hp}
-    if task in ("trec", "chnsenticorp"):
+    if task in CLASSIFICATION:
         result["tokenizer_stats"] = tokenizer_stats(data, hp["text_column"], hp["max_length"],
                                                     args.model)
 
     ours_dir = work / task / "lmforge"
-    cmd = lmforge_args(task, data, ours_dir, args.epochs, work / task / "cache", args.model, hp)
+    cmd = lmforge_args(task, data, ours_dir, args.epochs, args.model, hp)
     wall, rc = run(cmd, env, work / task / "lmforge.log")
     result["lmforge_command"] = " ".join(cmd[1:])
     if rc == 0:

@@ -8,15 +8,23 @@ hyper-parameters. Like `run_glue.py` it pads every example to `max_length` (its 
 macro-F1 (scikit-learn) are written with the wall time of `trainer.train()` to
 OUT_DIR/bench_summary.json.
 
+Options a competent user sets (HP_JSON keys, defaults in brackets): "padding":
+"max_length" (run_glue's default) or "dynamic" (`DataCollatorWithPadding`, each batch padded
+to its longest example) ["max_length"]; "group_by_length": batches of similar lengths
+(`train_sampling_strategy="group_by_length"`, the transformers 5 name) [false]; "bf16":
+bf16 autocast [false]. The peak resident memory of the process (MiB) is recorded too.
+
 Usage: hf_trainer_cls.py DATA_DIR OUT_DIR EPOCHS HP_JSON
   DATA_DIR holds train.tsv and dev.tsv (header row, tab-separated);
   HP_JSON: {"text_column", "label_column", "num_labels", "max_length", "lr",
-  "batch_size", "warmup", "wd", "seed"}; labels are the integers 0 .. num_labels - 1.
+  "batch_size", "warmup", "wd", "seed", "padding", "group_by_length", "bf16"}; labels are
+  the integers 0 .. num_labels - 1.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -28,6 +36,7 @@ from sklearn.metrics import f1_score
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    DataCollatorWithPadding,
     EvalPrediction,
     Trainer,
     TrainingArguments,
@@ -49,8 +58,11 @@ def main() -> None:
     raw = load_dataset("csv", data_files={"train": f"{data}/train.tsv",
                                           "validation": f"{data}/dev.tsv"}, delimiter="\t")
 
+    dynamic = hp.get("padding", "max_length") == "dynamic"
+
     def preprocess(examples: dict[str, list[Any]]) -> dict[str, Any]:
-        enc = tokenizer([str(t) for t in examples[text_column]], padding="max_length",
+        enc = tokenizer([str(t) for t in examples[text_column]],
+                        padding=False if dynamic else "max_length",
                         max_length=hp["max_length"], truncation=True)
         enc["label"] = [int(v) for v in examples[label_column]]
         return enc
@@ -63,7 +75,8 @@ def main() -> None:
         per_device_eval_batch_size=64, num_train_epochs=epochs, learning_rate=hp["lr"],
         warmup_steps=hp["warmup"], weight_decay=hp["wd"], seed=hp["seed"],
         save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
-        logging_steps=50)
+        logging_steps=50, bf16=bool(hp.get("bf16", False)),
+        train_sampling_strategy="group_by_length" if hp.get("group_by_length") else "random")
 
     def compute_metrics(p: EvalPrediction) -> dict[str, float]:
         pred = np.argmax(p.predictions, -1)
@@ -71,7 +84,9 @@ def main() -> None:
                 "macro_f1": float(f1_score(p.label_ids, pred, average="macro"))}
 
     trainer = Trainer(model=model, args=args, train_dataset=encoded["train"],
-                      eval_dataset=encoded["validation"], data_collator=default_data_collator,
+                      eval_dataset=encoded["validation"],
+                      data_collator=DataCollatorWithPadding(tokenizer) if dynamic
+                      else default_data_collator,
                       compute_metrics=compute_metrics)
     t0 = time.perf_counter()
     trainer.train()
@@ -81,7 +96,8 @@ def main() -> None:
     Path(out, "bench_summary.json").write_text(json.dumps({
         "train_seconds": seconds, "eval_seconds": time.perf_counter() - t0,
         "train_examples": len(encoded["train"]), "eval_examples": len(encoded["validation"]),
-        "accuracy": metrics["eval_accuracy"], "macro_f1": metrics["eval_macro_f1"]}))
+        "accuracy": metrics["eval_accuracy"], "macro_f1": metrics["eval_macro_f1"],
+        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ strict IOB2 mode that lmforge's headline uses.
 The tag list is the sorted set of tags seen in train and dev (run_ner uses train only; the
 union only avoids a KeyError when a tiny train subset lacks a dev tag).
 
+Options a competent user sets (HP_JSON keys): "group_by_length" (batches of similar lengths,
+`train_sampling_strategy="group_by_length"`) [false] and "bf16" (autocast) [false]. The
+peak resident memory of the process (MiB) is recorded too.
+
 Usage: hf_trainer_ner.py DATA_DIR OUT_DIR EPOCHS HP_JSON
   DATA_DIR holds train.txt and dev.txt (CoNLL: `token ... TAG` per line, blank line between
   sentences); HP_JSON: {"max_length", "lr", "batch_size", "warmup", "wd", "seed"}.
@@ -21,6 +25,7 @@ Usage: hf_trainer_ner.py DATA_DIR OUT_DIR EPOCHS HP_JSON
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -120,7 +125,8 @@ def main() -> None:
         per_device_eval_batch_size=64, num_train_epochs=epochs, learning_rate=hp["lr"],
         warmup_steps=hp["warmup"], weight_decay=hp["wd"], seed=hp["seed"],
         save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
-        logging_steps=50)
+        logging_steps=50, bf16=bool(hp.get("bf16", False)),
+        train_sampling_strategy="group_by_length" if hp.get("group_by_length") else "random")
 
     def compute_metrics(p: EvalPrediction) -> dict[str, float]:
         predictions = np.argmax(p.predictions, axis=2)
@@ -141,7 +147,8 @@ def main() -> None:
     summary: dict[str, Any] = {
         "train_seconds": seconds, "eval_seconds": time.perf_counter() - t0,
         "train_examples": len(encoded["train"]), "eval_examples": len(encoded["dev"]),
-        "labels": label_list}
+        "labels": label_list,
+        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     summary.update({k[len("eval_"):]: v for k, v in metrics.items()
                     if k.startswith("eval_") and k != "eval_runtime"})
     Path(out, "bench_summary.json").write_text(json.dumps(summary))
