@@ -27,7 +27,7 @@ from lmforge.api import run_command
 from lmforge.config import build_config, iter_options, load_yaml
 from lmforge.deploy.settings import ExportJob
 from lmforge.errors import ConfigError, LmforgeError
-from lmforge.pipeline.settings import PipelineJob, RunsJob
+from lmforge.pipelines.settings import PipelineJob, RunsJob
 from lmforge.prompting.settings import PromptJob
 from lmforge.serving.settings import ServeJob
 from lmforge.settings import (
@@ -83,12 +83,12 @@ COMMANDS: dict[str, Command] = {
                     flags=((("-s", "--space"), "tune.space", "search space YAML file"),
                            (("--storage",), "tune.storage",
                             "study storage: an RDB URL or a journal file (shared by workers)"))),
-    "pipeline": Command(PipelineJob, "lmforge.pipeline.run:run_pipeline",
+    "pipeline": Command(PipelineJob, "lmforge.pipelines.run:run_pipeline",
                         "run stages (tokenizer, pretrain, finetune, tune, evaluate, export) "
                         "with content caching and lineage",
                         flags=((("--force",), "force", "rerun these stages (comma-separated) "
                                                        "even when cached"),)),
-    "runs": Command(RunsJob, "lmforge.pipeline.runs:run_runs",
+    "runs": Command(RunsJob, "lmforge.pipelines.runs:run_runs",
                     "list runs with their lineage (`lmforge runs [ROOT]`) or compare two "
                     "(`lmforge runs compare A B`)", positionals=("action", "a", "b")),
 }

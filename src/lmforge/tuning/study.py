@@ -116,11 +116,12 @@ def open_storage(cfg: TuneConfig, run_dir: Path) -> Any:
     optuna = optuna_module()
     target = cfg.storage or str(run_dir / "study.journal")
     if "://" in target:
-        from optuna.storages import RDBStorage, RetryFailedTrialCallback
+        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
         try:
             return RDBStorage(target, heartbeat_interval=30, grace_period=120,
-                              failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                  max_retry=1))
         except ImportError as err:
             raise ConfigError(f"cannot open tune.storage={target!r}: the database driver is "
                               f"missing ({err.name or err}); pip install it") from None
@@ -155,8 +156,7 @@ def make_sampler(cfg: TuneConfig, grid: dict[str, list[Any]] | None) -> Any:
     with warnings.catch_warnings():  # multivariate / group are "experimental" in Optuna
         warnings.simplefilter("ignore")
         return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.startup_trials,
-                                          multivariate=True, group=True, constant_liar=True,
-                                          warn_independent_sampling=False)
+                                          multivariate=True, group=True, constant_liar=True)
 
 
 def make_pruner(cfg: TuneConfig) -> Any:
@@ -201,6 +201,8 @@ def recover_dead_trials(study: Any) -> int:
         name, _, pid = worker.rpartition(":")
         if name != host or not pid.isdigit() or _alive(int(pid)) and int(pid) != os.getpid():
             continue
+        # Not a result of its parameters: excluded from n_trials, and its parameters retried.
+        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number},
                             skip_if_exists=False)
@@ -213,33 +215,33 @@ def recover_dead_trials(study: Any) -> int:
 class PruningHook(StepHook):
     """Reports the objective at every evaluation and stops the run when Optuna prunes it.
 
-    With ``evals_per_epoch`` = k > 0, the run evaluates k times per epoch and reports at step
-    ``round(k * epochs done)``, so trials with different batch sizes report at the same points.
+    With ``evals_per_epoch`` = k > 0 the run evaluates every ``steps_per_epoch // k`` steps,
+    and the value is reported at step = the evaluation's number (1, 2, ...), so trials with
+    different batch sizes report at the same fractions of an epoch. With k = 0 the run keeps
+    ``train.eval_every`` and reports at the global step.
 
     Args:
         trial: The Optuna trial.
         metric: The engine metric to report (``eval_accuracy``, ...).
-        evals_per_epoch: See above (0: keep train.eval_every, report at the global step).
+        evals_per_epoch: See above.
     """
 
     def __init__(self, trial: Any, metric: str, evals_per_epoch: int) -> None:
         self.trial, self.metric, self.evals_per_epoch = trial, metric, evals_per_epoch
         self.pruned = False
-        self.eval_every: int | None = None
+        self.evaluations = 0
 
     def on_train_begin(self, engine: Engine) -> None:
         """Set the evaluation cadence from the run's real steps per epoch."""
         if self.evals_per_epoch > 0:
             engine.cfg.eval_every = max(1, engine.steps_per_epoch // self.evals_per_epoch)
-        self.eval_every = engine.cfg.eval_every or engine.steps_per_epoch
 
     def on_evaluate(self, engine: Engine, metrics: dict[str, float]) -> None:
         """Report the objective; on a prune decision stop cleanly (the run still saves)."""
         if self.metric not in metrics:
             return
-        step = engine.state.global_step
-        if self.evals_per_epoch > 0:
-            step = max(1, round(step * self.evals_per_epoch / engine.steps_per_epoch))
+        self.evaluations += 1
+        step = self.evaluations if self.evals_per_epoch > 0 else engine.state.global_step
         self.trial.report(float(metrics[self.metric]), step)
         if self.trial.should_prune():
             self.pruned = True

@@ -21,7 +21,7 @@ from typing import Any
 from lmforge.config import _suggest, load_yaml, merge_dicts, parse_overrides, to_dict
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.lineage import canonical_hash, code_version, data_fingerprints, read_lineage
-from lmforge.pipeline.settings import PipelineJob
+from lmforge.pipelines.settings import PipelineJob
 from lmforge.runs import write_json
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def _commands() -> dict[str, Any]:
 
 
 def parse_stage(name: str, spec: Any) -> Stage:
-    """A stage from its YAML mapping (see :class:`~lmforge.pipeline.settings.PipelineJob`)."""
+    """A stage from its YAML mapping (see :class:`~lmforge.pipelines.settings.PipelineJob`)."""
     commands = _commands()
     if not isinstance(spec, Mapping):
         raise ConfigError(f"stage {name!r} must be a mapping with a command and its config")
@@ -98,6 +98,10 @@ def order_stages(stages: dict[str, Stage]) -> list[str]:
     """
     deps: dict[str, list[str]] = {}
     for name, stage in stages.items():
+        for _, what in _references(stage.data):
+            if what not in FIELDS:
+                raise ConfigError(f"stage {name!r}: reference field {what!r} is not known"
+                                  f"{_suggest(what, FIELDS)}; use one of {list(FIELDS)}")
         found = [s for s, _ in _references(stage.data)] + stage.needs
         for dep in found:
             if dep not in stages:
@@ -127,9 +131,6 @@ def order_stages(stages: dict[str, Stage]) -> list[str]:
 
 def stage_output(stage: Stage, folder: Path, what: str) -> str:
     """The path a reference ``${stages.NAME.what}`` stands for."""
-    if what not in FIELDS:
-        raise ConfigError(f"stage reference field {what!r} is not known{_suggest(what, FIELDS)}; "
-                          f"use one of {list(FIELDS)}")
     if what == "model" and stage.command == "tune":
         return str(folder / "final")
     return str(folder)

@@ -10,7 +10,7 @@ from typing import Any
 from lmforge.config import load_yaml
 from lmforge.errors import ConfigError
 from lmforge.lineage import read_lineage
-from lmforge.pipeline.settings import RunsJob
+from lmforge.pipelines.settings import RunsJob
 
 _SKIP = ("checkpoints", "model", "tb", "trials", "eval-validation", "eval-test", "plots")
 
