@@ -15,8 +15,14 @@ Protocol (identical for the three arms):
   layer-wise LR decay through a `create_optimizer` override (Trainer has no option for it),
   label smoothing through `label_smoothing_factor`, fp32, AdamW (0.9, 0.98, 1e-6) as lmforge.
 
-Usage: .venv/bin/python bench/tune_sst2.py --trials 12 --max-train 1000 [--arms pruned,peer,nopruning]
-Writes bench/results/tune_sst2.json and .md.
+Usage (the three arms side by side, one process each, then merged):
+  for arm in pruned peer nopruning; do
+    .venv/bin/python bench/tune_sst2.py --trials 8 --max-train 400 --arms $arm \
+        --name tune_sst2-$arm &
+  done; wait
+  .venv/bin/python bench/tune_sst2.py --merge tune_sst2-pruned tune_sst2-peer \
+      tune_sst2-nopruning --name tune_sst2
+Writes bench/results/NAME.json and .md.
 """
 
 from __future__ import annotations
@@ -166,7 +172,8 @@ def run_peer(data_dir: Path, out: Path, args: argparse.Namespace) -> dict[str, A
     training_args = LLRDArguments(
         output_dir=str(out / "peer"), eval_strategy="steps", eval_steps=0.5,
         save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, warmup_steps=0.0,
-        per_device_eval_batch_size=64, train_sampling_strategy="group_by_length", seed=42, logging_steps=50,
+        per_device_eval_batch_size=64, train_sampling_strategy="group_by_length", seed=42,
+        logging_steps=50,
         adam_beta2=0.98, adam_epsilon=1e-6, lr_scheduler_type="linear")
 
     def metrics(p: Any) -> dict[str, float]:
@@ -236,7 +243,21 @@ def main() -> None:
     parser.add_argument("--arms", default="pruned,peer,nopruning")
     parser.add_argument("--name", default="tune_sst2")
     parser.add_argument("--work", default=None)
+    parser.add_argument("--merge", nargs="+", help="merge these results files into --name")
     args = parser.parse_args()
+    results_dir = ROOT / "bench" / "results"
+    if args.merge:
+        parts = [json.loads((results_dir / f"{n}.json").read_text()) for n in args.merge]
+        merged = {"commands": [p["command"] for p in parts], "protocol": parts[0]["protocol"],
+                  "arms": [a for p in parts for a in p["arms"]],
+                  "machines": [p["machine"] for p in parts], "merge_command": " ".join(sys.argv)}
+        for part in parts:
+            if part.get("official_dev"):
+                merged["official_dev"] = part["official_dev"]
+        (results_dir / f"{args.name}.json").write_text(json.dumps(merged, indent=2, default=str))
+        (results_dir / f"{args.name}.md").write_text(render(merged))
+        print(render(merged))
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(args.work or tempfile.mkdtemp(prefix="lmforge-tune-"))
     data_dir = work / "data"

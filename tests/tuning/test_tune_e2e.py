@@ -151,3 +151,33 @@ def test_a_changed_space_does_not_silently_join_an_old_study(
               n_trials=2, final="none", pruner="none")
     trials = json.loads((out / "summary.json").read_text())["trials"]
     assert trials == {"complete": 1}  # the finished trial is kept
+
+
+def test_multi_objective_gives_a_pareto_front(tiny_task: tuple[Path, Path],
+                                              tmp_path: Path) -> None:
+    encoder, data = tiny_task
+    space = write_yaml(tmp_path / "space.yaml", {"peft.method": ["none", "bitfit"]})
+    result = _tune(encoder, data, tmp_path / "study", space, n_trials=2, sampler="grid",
+                   pruner="none", final="none", plots=True,
+                   objective=["eval_accuracy", "trainable_parameters"])
+    s = result.summary
+    assert s["objectives"] == {"eval_accuracy": "maximize", "trainable_parameters": "minimize"}
+    assert s["stop_reason"] == "grid exhausted" or s["trials"] == {"complete": 2}
+    assert s["pareto_front"] and (tmp_path / "study" / "plots" / "pareto.png").is_file()
+    rows = list(csv.DictReader((tmp_path / "study" / "trials.csv").open()))
+    params = {r["peft.method"]: int(float(r["trainable_parameters"])) for r in rows}
+    assert params["bitfit"] < params["none"]
+
+
+def test_pruners_are_built_from_their_names() -> None:
+    from lmforge.tuning.settings import TuneConfig
+    from lmforge.tuning.study import direction_of, make_pruner
+
+    kinds = {name: type(make_pruner(TuneConfig(pruner=name))).__name__
+             for name in ("none", "median", "successive_halving", "hyperband")}
+    assert kinds == {"none": "NopPruner", "median": "MedianPruner",
+                     "successive_halving": "SuccessiveHalvingPruner",
+                     "hyperband": "HyperbandPruner"}
+    assert [direction_of(m) for m in ("eval_loss", "eval_accuracy", "trainable_parameters",
+                                      "f1", "eval_perplexity")] == \
+        ["minimize", "maximize", "minimize", "maximize", "minimize"]

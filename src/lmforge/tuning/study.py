@@ -150,7 +150,14 @@ def make_sampler(cfg: TuneConfig, grid: dict[str, list[Any]] | None) -> Any:
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)
     if cfg.sampler == "grid":
-        return optuna.samplers.GridSampler(grid, seed=cfg.seed)
+        class AskTellGrid(optuna.samplers.GridSampler):
+            # GridSampler stops the study from inside tell() when the grid is used up, which
+            # only works under study.optimize(); lmforge's ask / tell loop checks
+            # is_exhausted() before each trial instead.
+            def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+                return None
+
+        return AskTellGrid(grid, seed=cfg.seed)
     import warnings
 
     with warnings.catch_warnings():  # multivariate / group are "experimental" in Optuna

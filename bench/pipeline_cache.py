@@ -1,0 +1,71 @@
+"""Pipeline caching: the main-job pipeline run three times through the CLI.
+
+1. fresh (every stage runs); 2. nothing changed (every stage should be reused, in seconds);
+3. one fine-tuning key changed (``stages.finetune.train.lr``): finetune and the stages that
+read its model rerun, nothing else. Each run is a separate ``lmforge pipeline`` process, timed
+end to end (Python start-up included). No external peer: this measures lmforge's own cache.
+
+Usage: .venv/bin/python bench/pipeline_cache.py [--set KEY=VALUE ...]
+  (--set adds overrides to all three runs, e.g. a smaller training sample on a busy machine)
+Writes bench/results/pipeline_cache.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def run(out: Path, extra: list[str]) -> dict:
+    """One `lmforge pipeline` process; returns wall seconds and the stages it ran / reused."""
+    command = [str(ROOT / ".venv" / "bin" / "lmforge"), "pipeline", "-c",
+               "configs/pipelines/main.yaml", "--output-dir", str(out), *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    t0 = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"pipeline failed:\n{done.stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {"command": " ".join(command[1:]), "wall_seconds": round(seconds, 1),
+            "ran": summary["ran"], "cached": summary["cached"],
+            "stage_seconds": {s["stage"]: s.get("seconds") for s in summary["stages"]}}
+
+
+def main() -> None:
+    """Three runs, then the results files."""
+    from bench.machine import machine_info
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--set", nargs="*", default=[], help="overrides for every run")
+    args = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="lmforge-pipe-")) / "main-job"
+    results = {"command": " ".join(sys.argv), "machine_before": machine_info(), "runs": []}
+    for label, extra in (("1. fresh", []), ("2. nothing changed", []),
+                         ("3. stages.finetune.train.lr=5e-5", ["stages.finetune.train.lr=5e-5"])):
+        row = run(out, [*args.set, *extra])
+        row["run"] = label
+        results["runs"].append(row)
+        print(row, flush=True)
+    results["machine"] = machine_info()
+    results_dir = ROOT / "bench" / "results"
+    (results_dir / "pipeline_cache.json").write_text(json.dumps(results, indent=2))
+    lines = ["| run | wall s | stages run | stages reused |", "|---|---:|---|---|"]
+    for row in results["runs"]:
+        lines.append(f"| {row['run']} | {row['wall_seconds']} | {', '.join(row['ran']) or '—'} "
+                     f"| {', '.join(row['cached']) or '—'} |")
+    (results_dir / "pipeline_cache.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
