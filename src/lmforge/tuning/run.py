@@ -17,7 +17,7 @@ from typing import Any
 
 from lmforge.config import from_dict, merge_dicts, to_dict
 from lmforge.errors import ConfigError, DataError, NonFiniteLossError
-from lmforge.lineage import canonical_hash
+from lmforge.lineage import canonical_hash, read_lineage
 from lmforge.runs import make_run_dir, save_run_config, write_json
 from lmforge.settings import EvaluateJob, FinetuneJob
 from lmforge.tuning import report
@@ -184,6 +184,10 @@ def _final(job: TuneJob, study: Any, best: Any, run_dir: Path) -> dict[str, Any]
     source = Path(best.user_attrs["run_dir"])
     if job.tune.final == "keep":
         shutil.copytree(source, final_dir, ignore=shutil.ignore_patterns("checkpoints"))
+        lineage = read_lineage(final_dir)
+        if lineage is not None:  # the copy says where it came from
+            write_json(final_dir / "lineage.json", {**lineage, "run_dir": str(final_dir),
+                                                    "copied_from": str(source)})
     else:
         ft_job = from_dict(FinetuneJob, {**report.load_config(source),
                                          "output_dir": str(final_dir)})
