@@ -4,6 +4,9 @@
 3. one fine-tuning key changed (``stages.finetune.train.lr``): finetune and the stages that
 read its model rerun, nothing else. Each run is a separate ``lmforge pipeline`` process, timed
 end to end (Python start-up included). No external peer: this measures lmforge's own cache.
+The three runs import lmforge from a snapshot of the committed tree (``git archive HEAD``), so
+that editing the working tree meanwhile (which changes the code version in the cache key, as
+it should) does not touch the measurement.
 
 Usage: .venv/bin/python bench/pipeline_cache.py [--set KEY=VALUE ...]
   (--set adds overrides to all three runs, e.g. a smaller training sample on a busy machine)
@@ -25,11 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def run(out: Path, extra: list[str]) -> dict:
+def run(out: Path, extra: list[str], snapshot: Path) -> dict:
     """One `lmforge pipeline` process; returns wall seconds and the stages it ran / reused."""
     command = [str(ROOT / ".venv" / "bin" / "lmforge"), "pipeline", "-c",
                "configs/pipelines/main.yaml", "--output-dir", str(out), *extra]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": str(snapshot / "src")}
     t0 = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
@@ -48,11 +52,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--set", nargs="*", default=[], help="overrides for every run")
     args = parser.parse_args()
-    out = Path(tempfile.mkdtemp(prefix="lmforge-pipe-")) / "main-job"
-    results = {"command": " ".join(sys.argv), "machine_before": machine_info(), "runs": []}
+    work = Path(tempfile.mkdtemp(prefix="lmforge-pipe-"))
+    out, snapshot = work / "main-job", work / "snapshot"
+    snapshot.mkdir()
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(snapshot)], input=archive, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    results = {"command": " ".join(sys.argv), "commit": commit, "machine_before": machine_info(),
+               "runs": []}
     for label, extra in (("1. fresh", []), ("2. nothing changed", []),
                          ("3. stages.finetune.train.lr=5e-5", ["stages.finetune.train.lr=5e-5"])):
-        row = run(out, [*args.set, *extra])
+        row = run(out, [*args.set, *extra], snapshot)
         row["run"] = label
         results["runs"].append(row)
         print(row, flush=True)

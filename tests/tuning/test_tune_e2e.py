@@ -71,19 +71,19 @@ def test_resume_continues_the_study_and_pruning_stops_trials(
     first = _tune(encoder, data, out, space, n_trials=2, pruner="median",
                   prune_startup_trials=1, prune_warmup=0, final="none")
     assert sum(first.summary["trials"].values()) == 2
-    # Continue to 6 trials; a dead worker's RUNNING trial is retried, not lost.
+    # Continue to 4 trials; a dead worker's RUNNING trial is retried, not lost.
     study = optuna.load_study(study_name="lmforge", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
     ghost = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2,
                                                                          log=True)})
     ghost.set_user_attr("worker", f"{os.uname().nodename}:999999")
-    second = _tune(encoder, data, out, space, n_trials=6, pruner="median",
+    second = _tune(encoder, data, out, space, n_trials=4, pruner="median",
                    prune_startup_trials=1, prune_warmup=0, final="none")
     trials = study.get_trials()
     assert trials[ghost.number].state == optuna.trial.TrialState.FAIL
     assert any(t.user_attrs.get("retry_of") == ghost.number for t in trials)
     states = second.summary["trials"]
-    assert states.get("complete", 0) + states.get("pruned", 0) == 6
+    assert states.get("complete", 0) + states.get("pruned", 0) == 4
     # Intermediate values are reported at each evaluation (2 per epoch by default).
     assert all(len(t.intermediate_values) >= 1 for t in trials
                if t.state == optuna.trial.TrialState.COMPLETE)
@@ -181,3 +181,33 @@ def test_pruners_are_built_from_their_names() -> None:
     assert [direction_of(m) for m in ("eval_loss", "eval_accuracy", "trainable_parameters",
                                       "f1", "eval_perplexity")] == \
         ["minimize", "maximize", "minimize", "maximize", "minimize"]
+
+
+def test_pruning_hook_sets_the_cadence_reports_and_stops() -> None:
+    from types import SimpleNamespace
+
+    from lmforge.tuning.study import PruningHook
+
+    class Trial:
+        def __init__(self) -> None:
+            self.reports: list[tuple[float, int]] = []
+
+        def report(self, value: float, step: int) -> None:
+            self.reports.append((value, step))
+
+        def should_prune(self) -> bool:
+            return len(self.reports) == 2  # prune at the second evaluation
+
+    trial = Trial()
+    engine = SimpleNamespace(cfg=SimpleNamespace(eval_every=0), steps_per_epoch=10,
+                             state=SimpleNamespace(global_step=0), should_stop=False)
+    hook = PruningHook(trial, "eval_accuracy", evals_per_epoch=2)
+    hook.on_train_begin(engine)
+    assert engine.cfg.eval_every == 5
+    engine.state.global_step = 5
+    hook.on_evaluate(engine, {"eval_accuracy": 0.6, "eval_loss": 0.7})
+    assert not engine.should_stop
+    engine.state.global_step = 10
+    hook.on_evaluate(engine, {"eval_accuracy": 0.55})
+    assert trial.reports == [(0.6, 1), (0.55, 2)]
+    assert engine.should_stop and hook.pruned
