@@ -127,8 +127,6 @@ def write_plots(study: Any, objs: list[Any], folder: Path) -> dict[str, str]:
     """PNGs of the optimisation history, parameter importances, intermediate values (and the
     Pareto front with two or three objectives), drawn with Optuna's matplotlib backend."""
     import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
@@ -148,14 +146,15 @@ def write_plots(study: Any, objs: list[Any], folder: Path) -> dict[str, str]:
     written = {}
     for key, draw in plots.items():
         try:
-            with warnings.catch_warnings():
+            # Optuna sets a global style; rc_context restores the process's own afterwards.
+            with warnings.catch_warnings(), matplotlib.rc_context():
                 warnings.simplefilter("ignore")
                 ax = draw()
-            figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-            figure.set_size_inches(8, 5)
-            figure.tight_layout()
-            figure.savefig(folder / f"{key}.png", dpi=100)
-            plt.close(figure)
+                figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+                figure.set_size_inches(8, 5)
+                figure.tight_layout()
+                figure.savefig(folder / f"{key}.png", dpi=100)
+                plt.close(figure)
             written[key] = str(folder / f"{key}.png")
         except Exception as err:  # noqa: BLE001 - too few trials for a plot is not an error
             log.info("plot %s skipped: %s", key, str(err).splitlines()[0] if str(err) else err)
