@@ -159,11 +159,13 @@ def test_multi_objective_gives_a_pareto_front(tiny_task: tuple[Path, Path],
     space = write_yaml(tmp_path / "space.yaml", {"peft.method": ["none", "bitfit"]})
     result = _tune(encoder, data, tmp_path / "study", space, n_trials=2, sampler="grid",
                    pruner="none", final="none", plots=True,
-                   objective=["eval_accuracy", "trainable_parameters"])
+                   objective=["eval_accuracy", "trainable_parameters"],
+                   storage=f"sqlite:///{tmp_path / 'study.db'}")  # an RDB, with heartbeats
     s = result.summary
     assert s["objectives"] == {"eval_accuracy": "maximize", "trainable_parameters": "minimize"}
     assert s["stop_reason"] == "grid exhausted" or s["trials"] == {"complete": 2}
     assert s["pareto_front"] and (tmp_path / "study" / "plots" / "pareto.png").is_file()
+    assert s["storage"].startswith("sqlite:///") and (tmp_path / "study.db").is_file()
     rows = list(csv.DictReader((tmp_path / "study" / "trials.csv").open()))
     params = {r["peft.method"]: int(float(r["trainable_parameters"])) for r in rows}
     assert params["bitfit"] < params["none"]

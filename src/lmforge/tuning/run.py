@@ -12,6 +12,7 @@ import gc
 import logging
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,8 @@ def run_tune(job: TuneJob, resume: bool = False) -> dict[str, Any]:
         The summary written to ``summary.json``.
     """
     optuna = optuna_module()
+    from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+
     params = load_space(job.tune.space)
     base = base_config(job)
     if not job.model.pretrained:
@@ -244,8 +247,17 @@ def run_tune(job: TuneJob, resume: bool = False) -> dict[str, Any]:
     started = time.monotonic()
     stop_reason = None
     while (stop_reason := _should_stop(job, study, started)) is None:
+        # With an RDB storage, trials whose worker stopped sending heartbeats are failed (and
+        # retried once) before each new trial, and this worker beats while its trial runs, as
+        # study.optimize() does.
+        heartbeat = is_heartbeat_enabled(study._storage)
+        if heartbeat:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optuna.storages.fail_stale_trials(study)
         trial = study.ask()
-        _run_trial(job, study, trial, params, objs, run_dir)
+        with get_heartbeat_thread(trial._trial_id, study._storage):
+            _run_trial(job, study, trial, params, objs, run_dir)
         report.keep_best_models(study, objs, job.tune.keep_models)
     log.info("study stops: %s", stop_reason)
     trials = study.get_trials(deepcopy=False)
