@@ -180,6 +180,8 @@ def test_pruners_are_built_from_their_names() -> None:
     assert kinds == {"none": "NopPruner", "median": "MedianPruner",
                      "successive_halving": "SuccessiveHalvingPruner",
                      "hyperband": "HyperbandPruner"}
+    # Evaluation numbers start at 1: prune_warmup=1 keeps the first evaluation safe.
+    assert make_pruner(TuneConfig(pruner="median", prune_warmup=1))._n_warmup_steps == 2
     assert [direction_of(m) for m in ("eval_loss", "eval_accuracy", "trainable_parameters",
                                       "f1", "eval_perplexity")] == \
         ["minimize", "maximize", "minimize", "maximize", "minimize"]

@@ -41,7 +41,8 @@ class TuneConfig:
     pruner: str = opt("median", "Stop bad trials early: none, median, successive_halving or "
                                 "hyperband (Li et al. 2018).")
     prune_startup_trials: int = opt(3, "Median pruner: finished trials before any is pruned.")
-    prune_warmup: int = opt(1, "Median pruner: evaluations of a trial before it can be pruned.")
+    prune_warmup: int = opt(1, "Median pruner: a trial is never pruned at its first N "
+                               "evaluations (global steps when evals_per_epoch=0).")
     evals_per_epoch: int = opt(2, "Evaluations per epoch in every trial, so that intermediate "
                                   "values line up across batch sizes (0: keep train.eval_every "
                                   "and report at the global step).")

@@ -170,8 +170,11 @@ def make_pruner(cfg: TuneConfig) -> Any:
     """The pruner named by ``tune.pruner``; resources are evaluations (see evals_per_epoch)."""
     optuna = optuna_module()
     if cfg.pruner == "median":
+        # Reported steps are evaluation numbers 1, 2, ... (evals_per_epoch > 0) and Optuna
+        # never prunes at step < n_warmup_steps: +1 protects the first prune_warmup evaluations.
+        warmup = cfg.prune_warmup + 1 if cfg.evals_per_epoch > 0 else cfg.prune_warmup
         return optuna.pruners.MedianPruner(n_startup_trials=cfg.prune_startup_trials,
-                                           n_warmup_steps=cfg.prune_warmup)
+                                           n_warmup_steps=warmup)
     if cfg.pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if cfg.pruner == "hyperband":
