@@ -78,6 +78,9 @@ def run_lmforge(name: str, pruner: str, data_dir: Path, out: Path,
                           tune={"space": str(space_file), "n_trials": args.trials,
                                 "objective": ["eval_accuracy"], "pruner": pruner,
                                 "seed": 0, "startup_trials": 5, "evals_per_epoch": 2,
+                                # pruning allowed from the first evaluation, as the peer's
+                                # MedianPruner(n_warmup_steps=1) on global steps
+                                "prune_warmup": 0,
                                 "final": "keep" if pruner != "none" else "none",
                                 "keep_models": 1})
     wall = time.perf_counter() - t0
@@ -269,7 +272,8 @@ def main() -> None:
     results: dict[str, Any] = {"command": " ".join(sys.argv), "protocol": {
         "max_train": args.max_train, "dev_ratio": args.dev_ratio, "trials": args.trials,
         "space": SPACE, "sampler": "multivariate TPE, seed 0, 5 startup trials",
-        "pruner": "median (3 startup trials, 1 warmup evaluation)", "threads": args.threads},
+        "pruner": "median (3 startup trials, pruning allowed from the first evaluation)",
+        "threads": args.threads},
         "machine_before": machine_info(), "arms": []}
     out_json = ROOT / "bench" / "results" / f"{args.name}.json"
     for arm in args.arms.split(","):
