@@ -215,3 +215,14 @@ def test_pruning_hook_sets_the_cadence_reports_and_stops() -> None:
     hook.on_evaluate(engine, {"eval_accuracy": 0.55})
     assert trial.reports == [(0.6, 1), (0.55, 2)]
     assert engine.should_stop and hook.pruned
+
+
+def test_compute_budget_stops_the_study(tiny_task: tuple[Path, Path], tmp_path: Path) -> None:
+    encoder, data = tiny_task
+    space = write_yaml(tmp_path / "space.yaml", SPACE)
+    result = _tune(encoder, data, tmp_path / "study", space, n_trials=5, max_train_steps=10,
+                   pruner="none", final="none")
+    # Each trial runs 12 steps: the first one spends the budget of 10.
+    assert result.summary["trials"] == {"complete": 1}
+    assert result.summary["stop_reason"] == "compute budget of 10 train steps reached"
+    assert result.summary["train_steps"] == 12
