@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,9 +120,11 @@ def open_storage(cfg: TuneConfig, run_dir: Path) -> Any:
         from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
         try:
-            return RDBStorage(target, heartbeat_interval=30, grace_period=120,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                                  max_retry=1))
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
+                warnings.simplefilter("ignore")
+                return RDBStorage(target, heartbeat_interval=30, grace_period=120,
+                                  heartbeat_stale_trial_callback=(
+                                      RetryHeartbeatStaleTrialCallback(max_retry=1)))
         except ImportError as err:
             raise ConfigError(f"cannot open tune.storage={target!r}: the database driver is "
                               f"missing ({err.name or err}); pip install it") from None
