@@ -264,6 +264,16 @@ def main() -> None:
                 final = arm.get("final") or {}
                 if final.get("test_metrics") and "examples" not in merged.get("official_dev", {}):
                     merged["official_dev"]["examples"] = final.get("test_examples")
+        arms = {a["arm"]: a for a in merged["arms"]}
+        pruned = next((a for n, a in arms.items() if "median" in n and "lmforge" in n), None)
+        full = next((a for n, a in arms.items() if "no pruning" in n), None)
+        if pruned and full:
+            merged["pruning_vs_none"] = {
+                "best_difference_points": round(100 * (pruned["best_dev"] - full["best_dev"]),
+                                                2),
+                "train_steps_ratio": round(pruned["train_steps"] / full["train_steps"], 3),
+                "train_examples_ratio": round(pruned["train_examples"]
+                                              / full["train_examples"], 3)}
         (results_dir / f"{args.name}.json").write_text(json.dumps(merged, indent=2, default=str))
         (results_dir / f"{args.name}.md").write_text(render(merged))
         print(render(merged))
