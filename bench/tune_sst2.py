@@ -273,7 +273,11 @@ def main() -> None:
                                                 2),
                 "train_steps_ratio": round(pruned["train_steps"] / full["train_steps"], 3),
                 "train_examples_ratio": round(pruned["train_examples"]
-                                              / full["train_examples"], 3)}
+                                              / full["train_examples"], 3),
+                # trials 0-2 run whole in both arms (the pruner's 3 startup trials)
+                "steps_after_pruner_startup": {
+                    "pruned": sum(t["steps"] or 0 for t in pruned["trials"] if t["trial"] >= 3),
+                    "none": sum(t["steps"] or 0 for t in full["trials"] if t["trial"] >= 3)}}
         (results_dir / f"{args.name}.json").write_text(json.dumps(merged, indent=2, default=str))
         (results_dir / f"{args.name}.md").write_text(render(merged))
         print(render(merged))
