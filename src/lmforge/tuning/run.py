@@ -250,12 +250,11 @@ def run_tune(job: TuneJob, resume: bool = False) -> dict[str, Any]:
         # With an RDB storage, trials whose worker stopped sending heartbeats are failed (and
         # retried once) before each new trial, and this worker beats while its trial runs, as
         # study.optimize() does.
-        heartbeat = is_heartbeat_enabled(study._storage)
-        if heartbeat:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+        with warnings.catch_warnings():  # Optuna warns when heartbeats run outside optimize()
+            warnings.simplefilter("ignore")
+            if is_heartbeat_enabled(study._storage):
                 optuna.storages.fail_stale_trials(study)
-        trial = study.ask()
+            trial = study.ask()
         with get_heartbeat_thread(trial._trial_id, study._storage):
             _run_trial(job, study, trial, params, objs, run_dir)
         report.keep_best_models(study, objs, job.tune.keep_models)
