@@ -15,9 +15,11 @@ from lmforge.api import (
     export,
     finetune,
     load,
+    pipeline,
     pretrain,
     prompt,
     train_tokenizer,
+    tune,
 )
 from lmforge.errors import ConfigError, DataError, LmforgeError, NonFiniteLossError
 
@@ -32,7 +34,9 @@ __all__ = [
     "export",
     "finetune",
     "load",
+    "pipeline",
     "pretrain",
     "prompt",
     "train_tokenizer",
+    "tune",
 ]

@@ -96,19 +96,29 @@ def resolve_job(command: str, config: ConfigSource = None, overrides: tuple[str,
 
 
 def run_command(command: str, job: Any, resume: bool = False,
-                hooks: Sequence[Any] = ()) -> dict[str, Any]:
+                hooks: Sequence[Any] = (), **options: Any) -> dict[str, Any]:
     """Run one command on a resolved config inside a :func:`run_scope`; return its summary.
 
     ``hooks`` (engine :class:`~lmforge.engine.hooks.StepHook` objects) go to the commands
-    that train with the engine (finetune, pretrain).
+    that train with the engine (finetune, pretrain); ``options`` are extra keyword arguments
+    of the command's function (e.g. ``report_splits`` of finetune). Every command that
+    returns a ``run_dir`` gets its ``lineage.json`` there (:mod:`lmforge.lineage`).
     """
+    import time
+
     from lmforge.cli import COMMANDS, quiet_libraries
     from lmforge.engine.scope import run_scope
+    from lmforge.lineage import write_lineage
 
     quiet_libraries(debug=False, interactive=True)  # lmforge logs its own line for a new head
     kwargs = {"hooks": list(hooks)} if hooks else {}
+    started = time.time()
     with run_scope():
-        return COMMANDS[command].load()(job, resume=resume, **kwargs)
+        summary = COMMANDS[command].load()(job, resume=resume, **kwargs, **options)
+    if isinstance(summary, Mapping) and summary.get("run_dir") and \
+            dataclasses.is_dataclass(job) and Path(summary["run_dir"]).is_dir():
+        write_lineage(command, to_dict(job), summary["run_dir"], started)
+    return summary
 
 
 def _api(command: str, config: ConfigSource, overrides: tuple[str, ...], resume: bool,
@@ -170,6 +180,28 @@ def prompt(config: ConfigSource = None, *overrides: str, **sections: Any) -> Run
 def export(config: ConfigSource = None, *overrides: str, **sections: Any) -> RunResult:
     """Export a fine-tuned run: merged HF folder, ONNX, int8 ONNX (``lmforge export``)."""
     return _api("export", config, overrides, False, sections)
+
+
+def tune(config: ConfigSource = None, *overrides: str, **sections: Any) -> RunResult:
+    """Search fine-tuning hyperparameters with Optuna (``lmforge tune``).
+
+    Example:
+        >>> lmforge.tune("configs/finetune.yaml", "tune.space=space.yaml", "tune.n_trials=20",
+        ...              output_dir="runs/study")
+
+    ``metrics`` are the best trial's objective values; ``summary["best_config"]`` is a
+    ``best.yaml`` that ``lmforge.finetune`` reproduces. Running it again on the same
+    ``output_dir`` continues the study.
+    """
+    result = _api("tune", config, overrides, False, sections)
+    best = result.summary.get("best") or {}
+    result.metrics = {k: float(v) for k, v in (best.get("values") or {}).items()}
+    return result
+
+
+def pipeline(config: ConfigSource = None, *overrides: str, **sections: Any) -> RunResult:
+    """Run a pipeline of stages with content caching (``lmforge pipeline``)."""
+    return _api("pipeline", config, overrides, False, sections)
 
 
 def load(source: str | Path, backend: str = "auto", precision: str = "auto",

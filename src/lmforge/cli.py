@@ -27,6 +27,7 @@ from lmforge.api import run_command
 from lmforge.config import build_config, iter_options, load_yaml
 from lmforge.deploy.settings import ExportJob
 from lmforge.errors import ConfigError, LmforgeError
+from lmforge.pipelines.settings import PipelineJob, RunsJob
 from lmforge.prompting.settings import PromptJob
 from lmforge.serving.settings import ServeJob
 from lmforge.settings import (
@@ -36,6 +37,7 @@ from lmforge.settings import (
     PretrainJob,
     TokenizerTrainJob,
 )
+from lmforge.tuning.settings import TuneJob
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,10 @@ class Command:
     config: type
     target: str
     summary: str
+    # Extra options of this command: (flags, config key, help), e.g. -s/--space -> tune.space.
+    flags: tuple[tuple[tuple[str, ...], str, str], ...] = ()
+    # Config fields that bare words fill, in order (default: a single ``run`` field).
+    positionals: tuple[str, ...] = ()
 
     def load(self) -> Callable[..., dict[str, Any]]:
         """Import the function lazily (keeps ``lmforge --help`` fast)."""
@@ -71,6 +77,20 @@ COMMANDS: dict[str, Command] = {
     "prompt": Command(PromptJob, "lmforge.prompting.command:run_prompt",
                       "zero-shot / in-context prompting with calibration, few-shot "
                       "prompt-based fine-tuning"),
+    "tune": Command(TuneJob, "lmforge.tuning.run:run_tune",
+                    "hyperparameter search over fine-tuning runs (Optuna: TPE, pruning, "
+                    "shared studies)",
+                    flags=((("-s", "--space"), "tune.space", "search space YAML file"),
+                           (("--storage",), "tune.storage",
+                            "study storage: an RDB URL or a journal file (shared by workers)"))),
+    "pipeline": Command(PipelineJob, "lmforge.pipelines.run:run_pipeline",
+                        "run stages (tokenizer, pretrain, finetune, tune, evaluate, export) "
+                        "with content caching and lineage",
+                        flags=((("--force",), "force", "rerun these stages (comma-separated) "
+                                                       "even when cached"),)),
+    "runs": Command(RunsJob, "lmforge.pipelines.runs:run_runs",
+                    "list runs with their lineage (`lmforge runs [ROOT]`) or compare two "
+                    "(`lmforge runs compare A B`)", positionals=("action", "a", "b")),
 }
 
 
@@ -99,6 +119,9 @@ def _add_command(sub: Any, name: str, command: Command) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from the run's latest checkpoint")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    for flags, key, help_text in command.flags:
+        parser.add_argument(*flags, dest=f"opt:{key}", metavar=key.rsplit(".", 1)[-1].upper(),
+                            help=f"{help_text} (same as {key}=...)")
     parser.set_defaults(command=command)
 
 
@@ -123,14 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positional_run(config_cls: type, overrides: list[str]) -> list[str]:
+def _positional_run(config_cls: type, overrides: list[str],
+                    positionals: Sequence[str] = ()) -> list[str]:
     """``lmforge serve runs/x`` == ``lmforge serve run=runs/x`` for commands with a ``run`` field.
 
-    Any other bare word is an error naming the expected ``key=value`` form.
+    A command with ``positionals`` maps its bare words to those fields in order. Any other
+    bare word is an error naming the expected ``key=value`` form.
     """
     bare = [o for o in overrides if "=" not in o]
     if not bare:
         return overrides
+    if positionals:
+        if len(bare) > len(positionals):
+            raise ConfigError(f"unexpected argument {bare[len(positionals)]!r}: this command "
+                              f"takes at most {len(positionals)} words ({', '.join(positionals)})")
+        named = iter(positionals)
+        return [f"{next(named)}={o}" if "=" not in o else o for o in overrides]
     has_run = "run" in {f.name for f in fields(config_cls)}
     if len(bare) > 1 or not has_run:
         raise ConfigError(f"unexpected argument {bare[-1]!r}: options are key=value "
@@ -140,7 +171,11 @@ def _positional_run(config_cls: type, overrides: list[str]) -> list[str]:
 
 
 def _resolve(args: argparse.Namespace) -> Any:
-    overrides = _positional_run(args.command.config, list(args.overrides))
+    overrides = _positional_run(args.command.config, list(args.overrides),
+                                args.command.positionals)
+    for _, key, _ in args.command.flags:
+        if getattr(args, f"opt:{key}", None) is not None:
+            overrides.append(f"{key}={getattr(args, f'opt:{key}')}")
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     base = None

@@ -28,14 +28,15 @@ from lmforge.tracking import build_loggers
 log = logging.getLogger(__name__)
 
 
-def run_finetune(job: FinetuneJob, resume: bool = False,
-                 hooks: Sequence[StepHook] = ()) -> dict[str, Any]:
+def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHook] = (),
+                 report_splits: Sequence[str] = ("validation", "test")) -> dict[str, Any]:
     """Fine-tune, keep the best checkpoint, save ``model/`` and evaluate on dev (and test).
 
     Args:
         job: The resolved config.
         resume: Continue from the run's latest checkpoint.
         hooks: Extra engine hooks (Python API only; e.g. a tuner's pruning hook).
+        report_splits: Splits to report on after training (a tuner's trials leave out test).
 
     Returns:
         The summary written to ``summary.json``.
@@ -92,7 +93,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False,
     if accelerator.is_main_process:
         task.finalize(model, tokenizer, settings, encoded.get("validation"), accelerator)
         for name in ("validation", "test"):
-            if name in encoded:
+            if name in encoded and name in report_splits:
                 reports[name] = task.report(model, tokenizer, settings, raw[name],
                                             encoded[name], run_dir / f"eval-{name}",
                                             accelerator)

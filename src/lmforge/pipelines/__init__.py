@@ -1,0 +1,1 @@
+"""``lmforge pipeline`` (stages with content caching) and ``lmforge runs`` (lineage views)."""

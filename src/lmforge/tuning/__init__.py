@@ -1,0 +1,1 @@
+"""``lmforge tune``: hyperparameter search over fine-tuning runs with Optuna."""

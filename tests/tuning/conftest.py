@@ -1,0 +1,39 @@
+"""A tiny sentiment task for tuning and pipeline tests (tiny word-level encoder, 96 rows)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.finetuning.conftest import save_word_encoder
+from tests.test_api import FILLER, NEGATIVE, POSITIVE, _sentiment_tsv
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(encoder folder, data folder with train.tsv / dev.tsv / test.tsv)."""
+    root = tmp_path_factory.mktemp("tiny-task")
+    data = root / "data"
+    data.mkdir()
+    _sentiment_tsv(data / "train.tsv", 96, 0)
+    _sentiment_tsv(data / "dev.tsv", 32, 1)
+    _sentiment_tsv(data / "test.tsv", 32, 2)
+    return save_word_encoder(root / "encoder", POSITIVE + NEGATIVE + FILLER), data
+
+
+def finetune_config(encoder: Path, data: Path, **train: Any) -> dict[str, Any]:
+    """A fine-tuning config that trains in about a second (seed 0 leaves the plateau early)."""
+    return {"data": {"path": str(data)}, "model": {"pretrained": str(encoder)},
+            "train": {"max_steps": 12, "batch_size": 16, "lr": 5e-3, "warmup_ratio": 0.0,
+                      "num_threads": 1, "precision": "fp32", "seed": 0, "max_grad_norm": 0.0,
+                      **train},
+            "track": {"backends": ["jsonl"], "progress": False}}
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as YAML to ``path``."""
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
