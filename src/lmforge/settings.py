@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmforge.adversarial.settings import (
+    ADVERSARIAL_METHODS,
+    AUGMENT_METHODS,
+    AdversarialConfig,
+    AugmentConfig,
+)
 from lmforge.config import check, check_choice, opt
 from lmforge.peft.settings import PeftConfig
 
@@ -44,8 +50,12 @@ class DataConfig:
     cache_dir: str = opt(".cache/lmforge", "Where tokenized datasets are cached, keyed on "
                                            "tokenizer and preprocessing settings.")
     num_proc: int | None = opt(None, "Processes for tokenization (None = one).")
+    augment: str = opt("none", "finetune: on-the-fly augmentation of the training split only: "
+                               "none, eda (Wei & Zou 2019), char (character noise) or eda+char; "
+                               "knobs in aug.*.")
 
     def __post_init__(self) -> None:
+        check_choice("data.augment", self.augment, AUGMENT_METHODS)
         check(0.0 <= self.validation_ratio < 1.0, "data.validation_ratio must be in [0, 1)")
         check(0.0 <= self.test_ratio < 1.0, "data.test_ratio must be in [0, 1)")
         check(8 <= self.max_length <= 65536, "data.max_length must be between 8 and 65536")
@@ -155,8 +165,12 @@ class TrainConfig:
                                          "lr * decay^(L - l); 1.0 disables (Clark et al. 2020).")
     early_stopping_patience: int = opt(0, "Stop after this many evaluations without "
                                           "improvement of metric_for_best (0: off).")
+    adversarial: str = opt("none", "finetune: adversarial / consistency training: none, fgm "
+                                   "(Miyato et al. 2017), pgd (Madry et al. 2018), freelb (Zhu "
+                                   "et al. 2020) or rdrop (Liang et al. 2021); knobs in adv.*.")
 
     def __post_init__(self) -> None:
+        check_choice("train.adversarial", self.adversarial, ADVERSARIAL_METHODS)
         check_choice("train.precision", self.precision, PRECISIONS)
         check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)")
         check(0.0 < self.layerwise_lr_decay <= 1.0, "train.layerwise_lr_decay must be in (0, 1]")
@@ -289,6 +303,8 @@ class FinetuneJob:
     task: TaskConfig = opt(TaskConfig(), "")
     train: TrainConfig = opt(TrainConfig(lr=5e-5, epochs=3.0, warmup_ratio=0.1), "")
     peft: PeftConfig = opt(PeftConfig(), "")
+    adv: AdversarialConfig = opt(AdversarialConfig(), "")
+    aug: AugmentConfig = opt(AugmentConfig(), "")
     track: TrackConfig = opt(TrackConfig(), "")
     output_dir: str | None = opt(None, "Run directory (default: runs/finetune-<time>).")
 

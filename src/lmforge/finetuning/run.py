@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model
 
+from lmforge.adversarial.training import adversarial_hook
 from lmforge.config import to_dict
 from lmforge.data.corpus import load_corpus
 from lmforge.engine.checkpoint import PREFIX
@@ -62,6 +63,8 @@ def run_finetune(job: FinetuneJob, resume: bool = False,
     model = apply_peft(model, job.peft, task.name, source)
     objective = task.objective(model, info, job.train, encoded["train"])
     hooks = list(hooks)
+    adversarial = adversarial_hook(job)  # robustness seam: train.adversarial (issue 11)
+    hooks += [adversarial] if adversarial else []
     if job.train.early_stopping_patience > 0:
         hooks.append(EarlyStopping(job.train.metric_for_best, job.train.early_stopping_patience,
                                    job.train.greater_is_better))
@@ -119,6 +122,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False,
         "examples_per_second": round(examples_seen / max(train_seconds, 1e-9), 2),
         **{f"{name}_metrics": report["headline"] for name, report in reports.items()},
         "model_dir": str(run_dir / "model"),
+        **({"adversarial": adversarial.report()} if adversarial else {}),
     }
     if accelerator.is_main_process:
         write_json(run_dir / "summary.json", summary)
