@@ -14,6 +14,7 @@ from safetensors.torch import load_model
 
 from lmforge.adversarial.training import adversarial_hook
 from lmforge.config import to_dict
+from lmforge.data.augment import with_augmentation
 from lmforge.data.corpus import load_corpus
 from lmforge.engine.checkpoint import PREFIX
 from lmforge.engine.hooks import EarlyStopping, StepHook
@@ -74,7 +75,10 @@ def run_finetune(job: FinetuneJob, resume: bool = False,
     loggers.log_config(to_dict(job))
     lengths = [len(ids) for ids in encoded["train"]["input_ids"]] \
         if job.train.group_by_length else None
-    engine = Engine(objective, job.train, encoded["train"], task.collator(tokenizer, model),
+    # robustness seam (issue 11): data.augment adds augmented copies to training batches only
+    encoded["train"], collator = with_augmentation(job, raw["train"], encoded["train"],
+                                                   task.collator(tokenizer, model), tokenizer, info)
+    engine = Engine(objective, job.train, encoded["train"], collator,
                     run_dir, eval_dataset=encoded.get("validation"), eval_reducer=task.reducer,
                     hooks=hooks, loggers=loggers, lengths=lengths, accelerator=accelerator,
                     show_progress=job.track.progress)

@@ -94,6 +94,9 @@ def run_pretrain(job: PretrainJob, resume: bool = False,
     Returns:
         The summary written to ``summary.json``.
     """
+    if job.train.adversarial != "none" or job.data.augment != "none":
+        raise ConfigError("train.adversarial and data.augment apply to lmforge finetune; "
+                          "leave them at none for pretraining")
     accelerator, precision = make_accelerator(job.train.precision)
     run_dir = make_run_dir(job.output_dir, "pretrain", must_exist=resume)
     if accelerator.is_main_process:
