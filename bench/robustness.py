@@ -45,7 +45,7 @@ METHODS = {
 }
 HP = ["train.batch_size=32", "train.lr=1e-4", "train.warmup_ratio=0.1", "train.seed=42",
       "data.max_length=128", "train.group_by_length=true", "train.adam_beta2=0.999",
-      "train.adam_eps=1e-8", "train.eval_every=0", "track.progress=false"]
+      "train.adam_eps=1e-8", "train.eval_every=0", "train.num_threads=1", "track.progress=false"]
 
 
 def prepare_data(task: str, work: Path, max_train: int | None) -> Path:
@@ -81,7 +81,7 @@ def attack(run: Path, data: Path, out: Path, num_examples: int, attacks: list[st
            reuse: bool) -> dict:
     """`lmforge attack` on the first ``num_examples`` dev sentences."""
     cmd = [sys.executable, "-m", "lmforge", "attack", str(run), f"data={data}",
-           "split=validation", f"num_examples={num_examples}",
+           "split=validation", f"num_examples={num_examples}", "threads=1",
            f"attacks=[{','.join(attacks)}]", "write_to_model=false", f"--output-dir={out}"]
     if not (reuse and (out / "summary.json").is_file()):
         t0 = time.perf_counter()

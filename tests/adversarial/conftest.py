@@ -37,11 +37,13 @@ def write_glove(root: Path, words: list[str]) -> Path:
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(len(words), 8)).astype(np.float32)
     index = {w: i for i, w in enumerate(words)}
-    for _, members in SYNSETS:
-        base = rng.normal(size=8).astype(np.float32)
+    done: dict[str, np.ndarray] = {}
+    for _, members in SYNSETS:  # a word in two synsets pulls the second one to its direction
+        base = next((done[w] for w in members if w in done), rng.normal(size=8))
         for w in members:
-            if w in index:
-                vectors[index[w]] = base + 0.05 * rng.normal(size=8).astype(np.float32)
+            if w in index and w not in done:
+                done[w] = base
+                vectors[index[w]] = base + 0.05 * rng.normal(size=8)
     np.save(root / "vectors.npy", vectors)
     pq.write_table(pa.table({"index": words}), root / "vocab.parquet")
     return root

@@ -172,6 +172,8 @@ class ChineseCharSwap:
     def candidates(self, word: str, rng: random.Random) -> list[str]:
         """Up to ``k`` words with one character replaced."""
         positions = [i for i, c in enumerate(word) if _CJK.match(c)]
+        if self.homophones is not None:  # characters with a homophone first
+            positions = [i for i in positions if self.homophones.get(word[i])] or positions
         out: dict[str, None] = {}
         for _ in range(self.k * 4):
             if len(out) >= self.k or not positions:
