@@ -67,7 +67,8 @@ def main() -> None:
                                         "method": name, "dev_accuracy": acc,
                                         "train_seconds": result.summary["train_seconds"]})
                 print(f"n={size} seed={seed} {name}: {acc:.4f}", flush=True)
-    table = ["| train sentences | method | dev accuracy (mean ± std) | seeds |", "|---|---|---|---|"]
+    table = ["| train sentences | method | dev accuracy (mean ± std) | seeds |",
+             "|---|---|---|---|"]
     summary = {}
     for size in args.sizes:
         for name in args.methods:
