@@ -20,18 +20,19 @@ ATTACKS = ("char", "synonym", "zh-char")
 class AdversarialConfig:
     """Adversarial / consistency training knobs (``train.adversarial`` picks the method)."""
 
-    epsilon: float = opt(1.0, "FGM: step size; PGD / FreeLB: L2 bound of the perturbation of "
-                              "each example's word embeddings (Frobenius norm over its tokens).")
-    alpha: float = opt(0.3, "PGD / FreeLB: size of each ascent step (normalised gradient).")
-    steps: int = opt(3, "PGD / FreeLB: ascent steps K (PGD costs K extra passes, FreeLB K-1).")
+    epsilon: float = opt(0.3, "FGM: step size; PGD / FreeLB: L2 bound of the perturbation of "
+                              "each example's word embeddings (Frobenius norm over its tokens; "
+                              "BERT-style token embeddings have norms around 1).")
+    alpha: float = opt(0.1, "PGD / FreeLB: size of each ascent step (normalised gradient).")
+    steps: int = opt(2, "PGD / FreeLB: ascent steps K (PGD costs K extra passes, FreeLB K-1).")
     init_mag: float = opt(0.1, "FreeLB: magnitude of the random initial perturbation "
                                "(uniform, scaled by 1/sqrt(tokens x hidden), Zhu et al. 2020).")
     rdrop_alpha: float = opt(1.0, "R-Drop: weight of the symmetric KL between the two dropout "
                                   "passes (Liang et al. 2021).")
 
     def __post_init__(self) -> None:
-        check(self.epsilon > 0, "adv.epsilon must be > 0 (e.g. adv.epsilon=1.0)")
-        check(self.alpha > 0, "adv.alpha must be > 0 (e.g. adv.alpha=0.3)")
+        check(self.epsilon > 0, "adv.epsilon must be > 0 (e.g. adv.epsilon=0.3)")
+        check(self.alpha > 0, "adv.alpha must be > 0 (e.g. adv.alpha=0.1)")
         check(self.steps >= 1, "adv.steps must be >= 1")
         check(self.init_mag >= 0, "adv.init_mag must be >= 0")
         check(self.rdrop_alpha > 0, "adv.rdrop_alpha must be > 0")

@@ -108,7 +108,7 @@ class AdversarialTraining(StepHook):
         multi_label: R-Drop compares Bernoulli (sigmoid) outputs instead of softmax ones.
     """
 
-    def __init__(self, method: str, epsilon: float = 1.0, alpha: float = 0.3, steps: int = 3,
+    def __init__(self, method: str, epsilon: float = 0.3, alpha: float = 0.1, steps: int = 2,
                  init_mag: float = 0.1, rdrop_alpha: float = 1.0,
                  multi_label: bool = False) -> None:
         if method not in ("fgm", "pgd", "freelb", "rdrop"):
