@@ -95,7 +95,7 @@ def attack(run: Path, data: Path, out: Path, num_examples: int, attacks: list[st
 def render(results: dict) -> str:
     """The markdown table of the results file."""
     attacks = results["attacks"]
-    head = ["method", "clean dev acc", "train s", "extra fwd/bwd per step"]
+    head = ["method", "clean dev acc", "extra fwd / bwd per step"]
     for name in attacks:
         head += [f"acc under {name}", f"{name} success", f"{name} queries"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -103,7 +103,6 @@ def render(results: dict) -> str:
         s = row["train"]["summary"]
         adv = s.get("adversarial", {})
         cells = [method, f"{100 * s['validation_metrics']['accuracy']:.1f}",
-                 f"{s['train_seconds']:.0f}",
                  f"{adv.get('extra_forward_per_step', 0):g} / "
                  f"{adv.get('extra_backward_per_step', 0):g}"]
         for name in attacks:
