@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from lmforge.api import (
     RunResult,
+    attack,
     evaluate,
     export,
     finetune,
@@ -30,6 +31,7 @@ __all__ = [
     "NonFiniteLossError",
     "RunResult",
     "__version__",
+    "attack",
     "evaluate",
     "export",
     "finetune",

@@ -204,6 +204,15 @@ def pipeline(config: ConfigSource = None, *overrides: str, **sections: Any) -> R
     return _api("pipeline", config, overrides, False, sections)
 
 
+def attack(config: ConfigSource = None, *overrides: str, **sections: Any) -> RunResult:
+    """Attack a fine-tuned classifier and report its robustness (``lmforge attack``).
+
+    Example:
+        >>> lmforge.attack(run="runs/sst2", attacks=["char"], num_examples=200)
+    """
+    return _api("attack", config, overrides, False, sections)
+
+
 def load(source: str | Path, backend: str = "auto", precision: str = "auto",
          threads: int | None = None) -> Any:
     """Load a fine-tuned run or an ONNX export folder as a :class:`~lmforge.predictor.Predictor`.

@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from typing import Any, TextIO
 
 from lmforge import __version__
+from lmforge.adversarial.settings import AttackJob
 from lmforge.api import run_command
 from lmforge.config import build_config, iter_options, load_yaml
 from lmforge.deploy.settings import ExportJob
@@ -74,6 +75,9 @@ COMMANDS: dict[str, Command] = {
                      "HTTP server for a fine-tuned run or ONNX export (dynamic batching)"),
     "export": Command(ExportJob, "lmforge.deploy.export:run_export",
                       "export a fine-tuned run: merged HF folder, ONNX, int8 ONNX (checked)"),
+    "attack": Command(AttackJob, "lmforge.adversarial.command:run_attack",
+                      "attack a fine-tuned classifier (character / synonym / Chinese) and "
+                      "report its robustness"),
     "prompt": Command(PromptJob, "lmforge.prompting.command:run_prompt",
                       "zero-shot / in-context prompting with calibration, few-shot "
                       "prompt-based fine-tuning"),

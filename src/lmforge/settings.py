@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmforge.adversarial.settings import (
+    ADVERSARIAL_METHODS,
+    AUGMENT_METHODS,
+    AdversarialConfig,
+    AugmentConfig,
+)
 from lmforge.config import check, check_choice, opt
 from lmforge.finetuning.task import DEFAULT_TASK, TASKS, task_names_help
 from lmforge.peft.settings import PeftConfig
@@ -52,6 +58,19 @@ class LabeledDataConfig:
         check(self.max_examples is None or self.max_examples > 0, "data.max_examples must be > 0")
         check(self.max_eval_examples is None or self.max_eval_examples > 0,
               "data.max_eval_examples must be > 0")
+
+
+@dataclass
+class FinetuneDataConfig(LabeledDataConfig):
+    """Labeled examples, and the augmentation of the training split."""
+
+    augment: str = opt("none", "On-the-fly augmentation of the training split only: none, eda "
+                               "(Wei & Zou 2019), char (character noise) or eda+char; knobs in "
+                               "aug.*.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("data.augment", self.augment, AUGMENT_METHODS)
 
 
 @dataclass
@@ -194,6 +213,19 @@ class TrainConfig:
 
 
 @dataclass
+class FinetuneTrainConfig(TrainConfig):
+    """The training engine for fine-tuning: the engine's settings plus adversarial training."""
+
+    adversarial: str = opt("none", "Adversarial / consistency training: none, fgm (Miyato et al. "
+                                   "2017), pgd (Madry et al. 2018), freelb (Zhu et al. 2020) or "
+                                   "rdrop (Liang et al. 2021); knobs in adv.*.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("train.adversarial", self.adversarial, ADVERSARIAL_METHODS)
+
+
+@dataclass
 class TrackConfig:
     """Experiment tracking."""
 
@@ -300,16 +332,18 @@ class TaskConfig:
 class FinetuneJob:
     """``lmforge finetune``: train a pretrained model on a labeled downstream task."""
 
-    data: LabeledDataConfig = opt(LabeledDataConfig(validation_ratio=0.1), "")
+    data: FinetuneDataConfig = opt(FinetuneDataConfig(validation_ratio=0.1), "")
     model: PretrainedModelConfig = opt(PretrainedModelConfig(), "")
     task: TaskConfig = opt(TaskConfig(), "")
     # Fine-tuning conventions (BERT, run_glue.py, the Trainer): AdamW beta2 0.999, eps 1e-8;
     # the pretraining defaults (0.98, 1e-6, RoBERTa) suit long runs with large batches.
     # Length grouping: less padding, the same examples per epoch.
-    train: TrainConfig = opt(TrainConfig(lr=5e-5, epochs=3.0, warmup_ratio=0.1,
-                                         adam_beta2=0.999, adam_eps=1e-8,
-                                         group_by_length=True), "")
+    train: FinetuneTrainConfig = opt(FinetuneTrainConfig(lr=5e-5, epochs=3.0, warmup_ratio=0.1,
+                                                         adam_beta2=0.999, adam_eps=1e-8,
+                                                         group_by_length=True), "")
     peft: PeftConfig = opt(PeftConfig(), "")
+    adv: AdversarialConfig = opt(AdversarialConfig(), "")
+    aug: AugmentConfig = opt(AugmentConfig(), "")
     track: TrackConfig = opt(TrackConfig(), "")
     output_dir: str | None = opt(None, "Run directory (default: runs/finetune-<time>).")
 

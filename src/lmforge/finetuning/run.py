@@ -10,7 +10,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_model
 
+from lmforge.adversarial.training import adversarial_hook
 from lmforge.config import to_dict
+from lmforge.data.augment import with_augmentation
 from lmforge.data.corpus import load_corpus
 from lmforge.engine.checkpoint import PREFIX
 from lmforge.engine.hooks import EarlyStopping, StepHook
@@ -62,6 +64,8 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
     model = apply_peft(model, job.peft, task, source)
     objective = task.objective(model, settings, job.train, encoded["train"])
     hooks = list(hooks)
+    adversarial = adversarial_hook(job)  # robustness seam: train.adversarial (issue 11)
+    hooks += [adversarial] if adversarial else []
     if job.train.early_stopping_patience > 0:
         hooks.append(EarlyStopping(job.train.metric_for_best, job.train.early_stopping_patience,
                                    job.train.greater_is_better))
@@ -71,7 +75,11 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
     loggers.log_config(to_dict(job))
     lengths = [len(ids) for ids in encoded["train"]["input_ids"]] \
         if job.train.group_by_length else None
-    engine = Engine(objective, job.train, encoded["train"], task.collator(tokenizer, model),
+    # robustness seam (issue 11): data.augment adds augmented copies to training batches only
+    encoded["train"], collator = with_augmentation(job, raw["train"], encoded["train"],
+                                                   task.collator(tokenizer, model), tokenizer,
+                                                   task, settings)
+    engine = Engine(objective, job.train, encoded["train"], collator,
                     run_dir, eval_dataset=encoded.get("validation"), eval_reducer=task.reducer,
                     hooks=hooks, loggers=loggers, lengths=lengths, accelerator=accelerator,
                     show_progress=job.track.progress)
@@ -115,6 +123,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
         "examples_per_second": round(examples_seen / max(train_seconds, 1e-9), 2),
         **{f"{name}_metrics": report["headline"] for name, report in reports.items()},
         "model_dir": str(run_dir / "model"),
+        **({"adversarial": adversarial.report()} if adversarial else {}),
     }
     if accelerator.is_main_process:
         write_json(run_dir / "summary.json", summary)

@@ -225,6 +225,12 @@ class Task:
         labels = getattr(settings, "labels", None)
         return list(labels) if labels else None
 
+    def rewritable_columns(self, settings: Any) -> list[str]:
+        """Input columns that may be rewritten word by word without changing the label
+        (data augmentation, word-level attacks); empty where labels are tied to the exact
+        words (tags, answer spans) or the output is text. Order: text, then its pair."""
+        return []
+
     def record_from_text(self, settings: Any, text: str) -> dict[str, Any]:
         """The input record for a bare text (a line of ``lmforge predict``'s input)."""
         return {settings.text_column: text}

@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -200,8 +201,10 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
 
     @app.get("/info", tags=["ops"], dependencies=auth, responses={401: _ERRORS[401]})
     async def model_info() -> dict[str, Any]:
-        """The served model and the server's limits."""
-        return {"task": predictor.task_name, "backend": predictor.backend,
+        """The served model and the server's limits (and its `lmforge attack` report)."""
+        report = Path(predictor.source) / "robustness.json"  # seam: issue 11
+        robustness = json.loads(report.read_text("utf-8")) if report.is_file() else None
+        return {"task": predictor.task_name, "robustness": robustness, "backend": predictor.backend,
                 "precision": predictor.precision, "source": predictor.source,
                 "labels": predictor.labels, "route": task_path,
                 "max_batch_size": cfg.max_batch_size,

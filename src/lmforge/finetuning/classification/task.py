@@ -225,6 +225,11 @@ class ClassificationTask(Task):
         return results
 
     # ---------------------------------------------------------------- what other stages ask
+    def rewritable_columns(self, settings: ClassificationSettings) -> list[str]:
+        """The text (and pair) column: a synonym or typo keeps the label."""
+        return [settings.text_column] + ([settings.text_pair_column]
+                                         if settings.text_pair_column else [])
+
     def example_record(self, settings: ClassificationSettings) -> dict[str, Any]:
         """A text (and its pair) of two words."""
         record = {settings.text_column: "warm up"}
