@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from lmforge.api import (
     RunResult,
     evaluate,
+    explain,
     export,
     finetune,
     load,
@@ -29,6 +30,7 @@ __all__ = [
     "RunResult",
     "__version__",
     "evaluate",
+    "explain",
     "export",
     "finetune",
     "load",

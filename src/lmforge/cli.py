@@ -27,6 +27,7 @@ from lmforge.api import run_command
 from lmforge.config import build_config, iter_options, load_yaml
 from lmforge.deploy.settings import ExportJob
 from lmforge.errors import ConfigError, LmforgeError
+from lmforge.explaining.settings import ExplainJob
 from lmforge.prompting.settings import PromptJob
 from lmforge.serving.settings import ServeJob
 from lmforge.settings import (
@@ -71,6 +72,9 @@ COMMANDS: dict[str, Command] = {
     "prompt": Command(PromptJob, "lmforge.prompting.command:run_prompt",
                       "zero-shot / in-context prompting with calibration, few-shot "
                       "prompt-based fine-tuning"),
+    "explain": Command(ExplainJob, "lmforge.explaining.command:run_explain",
+                       "attributions (IG, gradient x input, rollout, occlusion, LIME, SHAP) "
+                       "as jsonl / HTML / PNG; evaluate=true: their faithfulness"),
 }
 
 

@@ -101,6 +101,13 @@ class Predictor:
         with self.lock, torch.no_grad(), self.autocast():
             return self.task.predict(self.model, self.tokenizer, self.info, records, top_k)
 
+    def explain(self, inputs: Any, methods: list[str] | None = None, target: str | None = None,
+                **options: Any) -> list[dict[str, Any]]:
+        """Word and token attributions per method: see :mod:`lmforge.explaining`."""
+        from lmforge.explaining.explainer import explain_predictor
+
+        return explain_predictor(self, inputs, methods, target, **options)
+
     def predict_batch(self, payloads: list[tuple[list[dict[str, Any]], int]]
                       ) -> list[list[dict[str, Any]]]:
         """Batch function of the micro-batcher: ``[(records, top_k), ...]`` -> rows per payload.
