@@ -283,6 +283,9 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
                 record[pair_column] = pair
             return {"results": await batched(records, req.top_k)}
 
+        from lmforge.serving.explain_route import mount_explain_route  # POST /explain
+        mount_explain_route(app, predictor, cfg, auth, state, check_texts, _ERRORS)
+
     elif task == "token_classification":
         @app.post("/entities", response_model=EntitiesResponse, tags=["predict"],
                   dependencies=auth, responses=_ERRORS)
