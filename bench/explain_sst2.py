@@ -43,7 +43,8 @@ def faithfulness(predictor, sentences: list[str], opts) -> dict:
     from lmforge.explaining.explainer import Explainer
 
     explainer = Explainer(predictor, opts)
-    records = [{"sentence": s} for s in sentences]
+    column = predictor.info.get("text_column", "text")
+    records = [{column: s} for s in sentences]
     started = time.perf_counter()
     result = explainer.explain(records, [m for m in METHODS if m != "random"])
     evaluation = explainer.evaluate(result)
@@ -91,6 +92,7 @@ def ig_batching(predictor, sentences: list[str], n_steps: int, internal: int) ->
             internal_batch_size=ibs)
         return attr.sum(-1)[0, 1:-1].detach().numpy()
 
+    column = predictor.info.get("text_column", "text")
     times = {"lmforge": 0.0, "captum_loop_default": 0.0, "captum_loop_one_step_per_pass": 0.0}
     diff = 0.0
     block = 10
@@ -98,7 +100,7 @@ def ig_batching(predictor, sentences: list[str], n_steps: int, internal: int) ->
         part = sentences[start:start + block]
         t = time.perf_counter()
         ours = Explainer(predictor, Options(n_steps=n_steps, internal_batch_size=internal)
-                         ).explain([{"sentence": s} for s in part], ["ig"]).scores["ig"]
+                         ).explain([{column: s} for s in part], ["ig"]).scores["ig"]
         times["lmforge"] += time.perf_counter() - t
         t = time.perf_counter()
         plain = [naive(s, None) for s in part]

@@ -93,8 +93,15 @@ def cjk_font() -> str | None:
     """The name of an installed font with Chinese glyphs, or None."""
     from matplotlib import font_manager
 
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    return next((name for name in CJK_FONTS if name in installed), None)
+    manager = font_manager.fontManager
+    found = next((n for n in CJK_FONTS if n in {f.name for f in manager.ttflist}), None)
+    if found is None:  # installed after matplotlib cached its font list: add the files
+        for path in font_manager.findSystemFonts():
+            if any(k in Path(path).name.lower() for k in ("wqy", "cjk", "droidsansfallback",
+                                                          "simhei", "sourcehan")):
+                manager.addfont(path)
+        found = next((n for n in CJK_FONTS if n in {f.name for f in manager.ttflist}), None)
+    return found
 
 
 def write_png(row: dict[str, Any], path: Path, title: str = "", width_in: float = 10.0) -> Path:
