@@ -200,12 +200,21 @@ def quiet_libraries(debug: bool, interactive: bool) -> None:
         datasets.disable_progress_bars()
 
 
+def _flag_override(config_cls: type, word: str) -> str:
+    """``--evaluate`` -> ``evaluate=true`` for a boolean top-level option of the command."""
+    name = word[2:].replace("-", "_") if word.startswith("--") and "=" not in word else ""
+    kinds = {f.name: f.type for f in fields(config_cls)}
+    return f"{name}=true" if kinds.get(name) in (bool, "bool") else word
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lmforge`` console script; returns the exit code."""
     parser = build_parser()
     # key=value words may follow options (`lmforge export RUN --output-dir X format=onnx`);
     # argparse leaves those after an option unparsed, so they are added back here.
     args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "command"):
+        extra = [_flag_override(args.command.config, word) for word in extra]
     unknown = [word for word in extra if word.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -65,3 +65,12 @@ def test_empty_text_and_generative_tasks_are_refused(sentiment_run: Path,
                  f"--output-dir={tmp_path / 'x'}"]) == 2
     with pytest.raises(ConfigError, match="explanations support"):
         get_adapter("sft", {})
+
+
+def test_evaluate_flag_on_the_command_line(sentiment_run: Path, tmp_path: Path) -> None:
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("the film was good\n")
+    out = tmp_path / "x"
+    assert main(["explain", str(sentiment_run), f"input={inputs}", "methods=[occlusion]",
+                 "--evaluate", f"--output-dir={out}"]) == 0
+    assert "| occlusion |" in (out / "faithfulness.md").read_text()
