@@ -75,7 +75,15 @@ def main() -> None:
     parser.add_argument("--methods", default="ig,gradxinput,lime,shap")
     parser.add_argument("--block", type=int, default=10)
     parser.add_argument("--name", default="explain_peer_ferret")
+    parser.add_argument("--finish-from", default=None,
+                        help="JSON dump of a run's per-sentence values taken while it ran "
+                             "(the sentences it had finished); writes the results from it")
     args = parser.parse_args()
+    if args.finish_from:
+        dump = json.loads(Path(args.finish_from).read_text())
+        finish(args, dump["machine"], dump["options"], dump["methods"], dump["values"],
+               dump["seconds"], dump["n"], dump["command"])
+        return
 
     from bench.explain_sst2 import dev_sentences
     from bench.machine import machine_info
@@ -140,12 +148,17 @@ def main() -> None:
                 values["lmforge_scored_by_ferret"][f"{m}/suff"].append(
                     suff_eval.compute_evaluation(ours, c, **eval_args).score)
         print(f"{start + len(part)}/{len(sentences)} sentences", flush=True)
-    n = len(sentences)
+    finish(args, machine, opts, methods, values, seconds, len(sentences))
+
+
+def finish(args, machine, opts, methods, values, seconds, n, command=None) -> None:
+    """Write the JSON and markdown results from the per-sentence values and timings."""
     summary = {k: {key: float(np.mean(v)) for key, v in d.items()} for k, d in values.items()}
     spread = {k: {key: float(np.std(v) / np.sqrt(len(v))) for key, v in d.items()}
               for k, d in values.items()}
-    results = {"command": " ".join(sys.argv), "machine": machine, "n": n,
-               "methods": methods, "options": vars(opts), "bins": BINS,
+    results = {"command": command or " ".join(sys.argv), "machine": machine, "n": n,
+               "methods": methods, "bins": BINS,
+               "options": opts if isinstance(opts, dict) else vars(opts),
                "ferret_version": "0.4.2", "aopc": summary, "standard_error": spread,
                "seconds_per_explanation": {s: {m: v / n for m, v in d.items()}
                                            for s, d in seconds.items()}}
