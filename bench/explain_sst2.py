@@ -72,8 +72,13 @@ def faithfulness(predictor, sentences: list[str], opts, methods: list[str],
                           result.cost)
     evaluation = explainer.evaluate(subset)
     wall = time.perf_counter() - started
-    return {"faithfulness": {m: {k: v for k, v in r.items() if k != "per_example"}
-                             for m, r in evaluation["faithfulness"].items()},
+    faith = {m: {k: v for k, v in r.items() if k != "per_example"}
+             for m, r in evaluation["faithfulness"].items()}
+    for m, r in faith.items():
+        if m != "random":
+            r["comprehensiveness_over_random"] = (r["comprehensiveness"]
+                                                  / faith["random"]["comprehensiveness"])
+    return {"faithfulness": faith,
             "per_example": {m: r["per_example"] for m, r in
                             evaluation["faithfulness"].items()},
             "evaluated_sentences": n_eval, "explained_sentences": len(records),
