@@ -213,6 +213,18 @@ def attack(config: ConfigSource = None, *overrides: str, **sections: Any) -> Run
     return _api("attack", config, overrides, False, sections)
 
 
+def explain(config: ConfigSource = None, *overrides: str, **sections: Any) -> RunResult:
+    """Explain a run's predictions on inputs (``lmforge explain``): jsonl, HTML, PNG, and
+    with ``evaluate=True`` the faithfulness table.
+
+    Example:
+        >>> lmforge.explain(run="runs/sst2", input="dev.tsv", limit=20, evaluate=True)
+
+    For a model already loaded, ``lmforge.load(run).explain(texts)`` returns the rows.
+    """
+    return _api("explain", config, overrides, False, sections)
+
+
 def load(source: str | Path, backend: str = "auto", precision: str = "auto",
          threads: int | None = None) -> Any:
     """Load a fine-tuned run or an ONNX export folder as a :class:`~lmforge.predictor.Predictor`.

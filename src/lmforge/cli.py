@@ -28,6 +28,7 @@ from lmforge.api import run_command
 from lmforge.config import build_config, iter_options, load_yaml
 from lmforge.deploy.settings import ExportJob
 from lmforge.errors import ConfigError, LmforgeError
+from lmforge.explaining.settings import ExplainJob
 from lmforge.pipelines.settings import PipelineJob, RunsJob
 from lmforge.prompting.settings import PromptJob
 from lmforge.serving.settings import ServeJob
@@ -95,6 +96,9 @@ COMMANDS: dict[str, Command] = {
     "runs": Command(RunsJob, "lmforge.pipelines.runs:run_runs",
                     "list runs with their lineage (`lmforge runs [ROOT]`) or compare two "
                     "(`lmforge runs compare A B`)", positionals=("action", "a", "b")),
+    "explain": Command(ExplainJob, "lmforge.explaining.command:run_explain",
+                       "attributions (IG, gradient x input, rollout, occlusion, LIME, SHAP) "
+                       "as jsonl / HTML / PNG; evaluate=true: their faithfulness"),
 }
 
 
@@ -235,12 +239,21 @@ def quiet_libraries(debug: bool, interactive: bool) -> None:
         datasets.disable_progress_bars()
 
 
+def _flag_override(config_cls: type, word: str) -> str:
+    """``--evaluate`` -> ``evaluate=true`` for a boolean top-level option of the command."""
+    name = word[2:].replace("-", "_") if word.startswith("--") and "=" not in word else ""
+    kinds = {f.name: f.type for f in fields(config_cls)}
+    return f"{name}=true" if kinds.get(name) in (bool, "bool") else word
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lmforge`` console script; returns the exit code."""
     parser = build_parser()
     # key=value words may follow options (`lmforge export RUN --output-dir X format=onnx`);
     # argparse leaves those after an option unparsed, so they are added back here.
     args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "command"):
+        extra = [_flag_override(args.command.config, word) for word in extra]
     unknown = [word for word in extra if word.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

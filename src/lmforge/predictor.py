@@ -105,6 +105,13 @@ class Predictor:
         with self.lock, torch.no_grad(), self.autocast():
             return self.task.predict(self.model, self.tokenizer, self.settings, records, top_k)
 
+    def explain(self, inputs: Any, methods: list[str] | None = None, target: str | None = None,
+                **options: Any) -> list[dict[str, Any]]:
+        """Word and token attributions per method: see :mod:`lmforge.explaining`."""
+        from lmforge.explaining.explainer import explain_predictor
+
+        return explain_predictor(self, inputs, methods, target, **options)
+
     def predict_batch(self, payloads: list[tuple[list[dict[str, Any]], int]]
                       ) -> list[list[dict[str, Any]]]:
         """Batch function of the micro-batcher: ``[(records, top_k), ...]`` -> rows per payload.
@@ -203,7 +210,7 @@ def load_predictor(source: str | Path, backend: str = "auto", precision: str = "
     return predictor
 
 
-def _read_inputs(source: str, text_column: str) -> Iterator[dict[str, Any]]:
+def read_inputs(source: str, text_column: str) -> Iterator[dict[str, Any]]:
     """Records from stdin / a text file (one text per line) / a jsonl, csv, tsv file."""
     if source == "-":
         for line in sys.stdin:
@@ -239,7 +246,7 @@ def run_predict(job: PredictJob, resume: bool = False) -> dict[str, Any]:
     out = sys.stdout if job.output == "-" else open(job.output, "w", encoding="utf-8")  # noqa: SIM115
     count = 0
     try:
-        for records in _batches(_read_inputs(job.input, column), job.batch_size):
+        for records in _batches(read_inputs(job.input, column), job.batch_size):
             for row in predictor.predict(records, job.top_k):
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 count += 1

@@ -13,15 +13,12 @@ from lmforge.cli import main
 from lmforge.deploy import export
 from lmforge.deploy.onnx_model import find_onnx_folder, load_onnx_model
 from lmforge.finetuning.saved import FinishedRun, load_finetuned
+from tests.conftest import TUNED_OPTIMIZER
 from tests.finetuning.conftest import save_word_encoder
 from tests.finetuning.test_classification_e2e import FILLER, NEGATIVE, POSITIVE, _labeled_csv
 from tests.finetuning.test_qa_e2e import CITIES, PEOPLE, QUESTION, _squad
 from tests.finetuning.test_qa_e2e import FILLER as QA_FILLER
 
-# The optimiser settings the tiny fixtures were tuned with (seed 2 leaves the random-init
-# encoder's loss plateau within 20 steps with them); finetune's defaults are now
-# beta2 0.999 / eps 1e-8 / length grouping, under which this seed stays on the plateau.
-TUNED_OPTIMIZER = ["train.adam_beta2=0.98", "train.adam_eps=1e-6", "train.group_by_length=false"]
 FAST = ["train.warmup_ratio=0", "train.scheduler=constant", "train.batch_size=16",
         "train.seed=2", "data.validation_ratio=0", "track.progress=false",
         "track.backends=[jsonl]", *TUNED_OPTIMIZER]

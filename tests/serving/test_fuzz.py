@@ -17,7 +17,8 @@ from lmforge.serving import ServeJob, create_app, load_predictor  # noqa: E402
 
 def test_fuzzed_requests_never_cause_server_errors(cls_run: Path) -> None:
     predictor = load_predictor(str(cls_run), precision="fp32")
-    app = create_app(predictor, ServeJob(max_items=8, max_input_chars=200, max_wait_ms=0),
+    app = create_app(predictor, ServeJob(max_items=8, max_input_chars=200, max_wait_ms=0,
+                                        explain_max_budget=16),
                      api_keys=[])
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -41,4 +42,4 @@ def test_fuzzed_requests_never_cause_server_errors(cls_run: Path) -> None:
                                              response.text[:300])
 
     fuzz()
-    assert {"POST /classify", "POST /predict"} <= seen
+    assert {"POST /classify", "POST /predict", "POST /explain"} <= seen

@@ -173,6 +173,8 @@ class Task:
     """Generative tasks: the model answers chat conversations, not only prompts."""
     onnx_outputs: ClassVar[tuple[str, ...]] = ()
     """Named outputs of the exported ONNX graph; empty when the task has no ONNX export."""
+    serves_explanations: ClassVar[bool] = False
+    """``lmforge serve`` mounts ``POST /explain`` (word attributions of text inputs)."""
     metric_scale: ClassVar[float] = 100.0
     """Factor from a headline metric to points (1.0 where metrics are percentages already)."""
 

@@ -229,6 +229,10 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
         _task_route(app, route, settings, auth, check_texts, batched)
     elif predictor.generative:
         _generate_route(app, predictor, cfg, auth, state, check_texts)
+    if task.serves_explanations:
+        from lmforge.serving.explain_route import mount_explain_route  # POST /explain
+
+        mount_explain_route(app, predictor, cfg, auth, state, check_texts, _ERRORS)
 
     route_paths: set[str] = set()
 

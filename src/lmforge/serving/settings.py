@@ -8,6 +8,7 @@ from lmforge.config import check, check_choice, opt
 from lmforge.settings import PRECISIONS
 
 BACKENDS = ("torch", "onnx")
+EXPLAIN_METHODS = ("ig", "gradxinput", "rollout", "occlusion", "lime", "shap")
 
 
 @dataclass
@@ -34,6 +35,11 @@ class ServeJob:
                                              "off, inputs are truncated as in training).")
     max_body_bytes: int = opt(1_048_576, "Largest request body in bytes (more -> 413).")
     max_new_tokens: int = opt(512, "Cap on max_new_tokens of /generate (more -> 413).")
+    explain_methods: list[str] = opt(["ig", "gradxinput", "rollout", "occlusion", "lime",
+                                      "shap"], "Methods POST /explain accepts (classification "
+                                               "models; others -> 413).")
+    explain_max_budget: int = opt(1000, "Most model evaluations one /explain text may ask for "
+                                        "(IG steps, LIME samples, SHAP max_evals; more -> 413).")
     request_timeout_s: float = opt(30.0, "Seconds a request may take before a 504.")
     api_keys: list[str] = opt([], "Accepted API keys (header X-API-Key or Authorization: "
                                   "Bearer); empty with no file / env var: no auth.")
@@ -59,6 +65,9 @@ class ServeJob:
               "max_input_tokens must be >= 1 (or None)")
         check(self.max_body_bytes >= 1024, "max_body_bytes must be >= 1024")
         check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
+        for name in self.explain_methods:
+            check_choice("explain_methods", name, EXPLAIN_METHODS)
+        check(self.explain_max_budget >= 1, "explain_max_budget must be >= 1")
         check(self.request_timeout_s > 0, "request_timeout_s must be > 0")
         check(self.workers >= 1, "workers must be >= 1")
         check(self.threads is None or self.threads >= 1, "threads must be >= 1")
