@@ -22,12 +22,38 @@ def test_zero_shot_cloze_with_masked_lm(tmp_path: Path, mlm_dir: Path, sentiment
                    f"templates={prompts_file}")
     assert summary["lm"] == "mlm" and summary["examples"] == 12
     assert set(summary["templates"]) == {"it_was", "review"}
-    for metrics in (*summary["templates"].values(), summary["ensemble"], summary["majority"]):
-        assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
+    # The reported accuracy of `it_was` is the model's: recomputed here from the MLM's
+    # logits at the [MASK] of "{text} . it was [MASK] ." (label words bad / good).
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(mlm_dir)
+    model = AutoModelForMaskedLM.from_pretrained(mlm_dir).eval()
+    dev = [line.split("\t") for line in
+           (sentiment_dir / "dev.tsv").read_text().splitlines()[1:]]
+    words = tok.convert_tokens_to_ids(["bad", "good"])
+    right = 0
+    for text, label in dev:
+        enc = tok(f"{text} . it was [MASK] .", return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**enc).logits[0, enc["input_ids"][0].tolist().index(tok.mask_token_id)]
+        right += int(logits[words].argmax()) == int(label)
+    assert summary["templates"]["it_was"]["accuracy"] == pytest.approx(right / 12)
+    # The ensemble row is the mean of the template probabilities written per example.
+    rows = [json.loads(x) for x in (tmp_path / "zs" / "predictions.jsonl").read_text()
+            .splitlines()]
+    assert len(rows) == 12
+    assert all(sum(r["probs"]) == pytest.approx(1.0, abs=1e-5) for r in rows)
+    assert summary["ensemble"]["accuracy"] == pytest.approx(
+        sum(r["predicted"] == r["label"] for r in rows) / 12)
+    # Baselines: the training majority and the best constant on the 12 scored examples
+    # (6 of each label here, so both are at 50 %).
     assert summary["majority"]["accuracy"] == pytest.approx(0.5)
+    assert summary["constant"] == {"label": "0", "accuracy": pytest.approx(0.5),
+                                   "macro_f1": pytest.approx(1 / 3)}
     table = (tmp_path / "zs" / "results.md").read_text()
-    assert "ensemble (mean p)" in table and "majority class" in table
-    assert len((tmp_path / "zs" / "predictions.jsonl").read_text().splitlines()) == 12
+    assert "ensemble (mean p)" in table and "majority class of train (0)" in table
+    assert "best constant on these examples (0)" in table
 
 
 def test_icl_calibrated_with_causal_lm(tmp_path: Path, llama_dir: Path, sentiment_dir: Path,
