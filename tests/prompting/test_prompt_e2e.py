@@ -62,21 +62,55 @@ def test_icl_calibrated_with_causal_lm(tmp_path: Path, llama_dir: Path, sentimen
                    f"model.pretrained={llama_dir}", f"templates={prompts_file}", "mode=icl",
                    "shots=2", "calibrate=true", "chat_template=true", "max_examples=8")
     assert summary["lm"] == "causal" and summary["examples"] == 8
-    assert len(summary["demonstration_rows"]) == 4
+    # shots=2 per class: the demonstrations are 2 training rows of each label.
+    train = [line.split("\t") for line in
+             (sentiment_dir / "train.tsv").read_text().splitlines()[1:]]
+    demo_labels = sorted(train[i][1] for i in summary["demonstration_rows"])
+    assert demo_labels == ["0", "0", "1", "1"]
     for metrics in summary["templates"].values():
         assert sum(metrics["p_cf"]) == pytest.approx(1.0, abs=1e-5)
         assert 0.0 <= metrics["calibrated_accuracy"] <= 1.0
-    assert "calibrated_macro_f1" in summary["ensemble"]
+    # predictions.jsonl holds the calibrated ensemble: its argmax is the reported accuracy.
+    rows = [json.loads(x) for x in (tmp_path / "icl" / "predictions.jsonl").read_text()
+            .splitlines()]
+    assert len(rows) == 8
+    assert summary["ensemble"]["calibrated_accuracy"] == pytest.approx(
+        sum(r["predicted"] == r["label"] for r in rows) / 8)
 
 
 def test_icl_similar_selection_with_model_embeddings(tmp_path: Path, mlm_dir: Path,
-                                                     sentiment_dir: Path,
-                                                     prompts_file: Path) -> None:
+                                                     sentiment_dir: Path, prompts_file: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmforge.prompting import command
+
+    seen: dict[str, list] = {"neighbours": [], "contexts": []}
+    nearest, probs = command.nearest_per_class, command.Scorer.probs
+
+    def record_nearest(*args: object, **kwargs: object) -> list[list[int]]:
+        seen["neighbours"] = nearest(*args, **kwargs)
+        return seen["neighbours"]
+
+    def record_probs(self: object, template: object, texts: list[str],
+                     contexts: list[str] | None = None):  # noqa: ANN202
+        if contexts and len(contexts) == len(texts) == 12:  # the inputs, not the calibration
+            seen["contexts"] = list(contexts)
+        return probs(self, template, texts, contexts)
+
+    monkeypatch.setattr(command, "nearest_per_class", record_nearest)
+    monkeypatch.setattr(command.Scorer, "probs", record_probs)
     summary = _run(tmp_path / "sim", f"data.path={sentiment_dir}",
                    f"model.pretrained={mlm_dir}", f"templates={prompts_file}", "mode=icl",
                    "shots=1", "selection=similar", "embedder=model", "calibrate=true",
                    "template_names=[it_was]")
     assert summary["selection"] == "similar" and list(summary["templates"]) == ["it_was"]
+    # Each input got its own demonstrations: its nearest training row of each label, and
+    # those rows' texts are what its prompt shows.
+    train = [line.split("\t")[0] for line in
+             (sentiment_dir / "train.tsv").read_text().splitlines()[1:]]
+    assert len(seen["neighbours"]) == 12 and len(seen["contexts"]) == 12
+    for rows, context in zip(seen["neighbours"], seen["contexts"], strict=True):
+        assert len(rows) == 2 and all(train[i] in context for i in rows)
+    assert len(set(seen["contexts"])) > 1  # not one shared sample for everybody
 
 
 def test_fewshot_two_seeds_with_baseline(tmp_path: Path, mlm_dir: Path, sentiment_dir: Path,
