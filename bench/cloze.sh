@@ -6,7 +6,7 @@
 # BERT-mini of bench/zh_bert_mini.sh for chnsenticorp.
 #
 # Usage: bash bench/cloze.sh sst2|chnsenticorp MLM_RUN_DIR [TAG]
-#        -> bench/results/cloze_TASK-TAG.md
+#        -> bench/results/cloze_TASK-TAG.json (lmforge prompt's summary.json) and .md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -30,4 +30,5 @@ start=$(date +%s)
   echo
   cat "$RUN/results.md"
 } > "bench/results/cloze_$TASK-$TAG.md"
+cp "$RUN/summary.json" "bench/results/cloze_$TASK-$TAG.json"
 cat "bench/results/cloze_$TASK-$TAG.md"

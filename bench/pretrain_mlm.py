@@ -1,29 +1,41 @@
 """MLM pretraining: `lmforge pretrain` vs a plain Hugging Face `Trainer` run_mlm-style script.
 
 Both sides, in one run, on the same machine:
-- same model (BERT-mini, 4 layers x 256, built from the same config), same WordPiece
-  tokenizer (8k, trained here on the train split), same text (tiny Shakespeare, one
-  fixed train / validation split written to a temp folder), same block size (128), batch
-  size (32), steps, learning rate, AdamW betas / eps, warmup, weight decay, clipping, seed;
-- the peer follows `run_mlm.py`: `load_dataset("text")`, tokenize, `group_texts` into
-  128-token blocks, `DataCollatorForLanguageModeling` with its defaults (15 %, 80/10/10),
-  `Trainer` with its defaults (fp32 on CPU, full-vocabulary MLM logits);
-- both final models are scored by the same evaluator (`lmforge evaluate`, identical
-  validation blocks and masks), and each side's peak resident memory is measured in its
-  own process.
+- same model shape (a BERT preset of lmforge, `--model-size`; the peer builds its
+  `BertConfig` from the lmforge run's config.json), same WordPiece tokenizer (`--vocab`,
+  trained here on the train split), same text (tiny Shakespeare, one fixed train /
+  validation split written to a temp folder), same batch size, steps, learning rate, AdamW
+  betas / eps, warmup, weight decay, clipping, seed and precision (`--precision`, both sides);
+- the same token stream: lmforge packs the text into `--block`-token blocks, each wrapped in
+  [CLS] ... [SEP]; the peer (`hf_trainer_mlm.py`, run_mlm.py's recipe) groups its text the
+  same way instead of wrapping every line, and the bench checks that the two sets of
+  training blocks are identical (sha256 of their ids);
+- tokens counted the same way: the non-padding tokens of every training batch;
+- both final models scored by the same evaluator (`lmforge evaluate`, every validation block,
+  identical masks), next to the accuracy of the best constant prediction (the most frequent
+  token), i.e. the plateau a masked LM sits on before it learns anything from context; the
+  comparison means something only once both sides are clearly above it (`learned` in the
+  results);
+- each side's peak resident memory measured in its own process; the machine and its load
+  average recorded.
 
 MFU counts the same model FLOPs for both (6 x dense parameters x tokens, the attention
 score/product terms, and the MLM decoder on the 15 % masked positions) against the
 matrix-product peak measured here, for fp32 and for bf16.
 
-A second part tokenizes and pretrains on the corpus repeated 10x and compares peak memory.
+`--scale` adds a second part: tokenizing and pretraining on the corpus repeated 1x and 10x,
+comparing peak memory.
 
-Usage: .venv/bin/python bench/pretrain_mlm.py [--steps 100] [--out bench/results]
+Usage: .venv/bin/python bench/pretrain_mlm.py [--steps 300] [--model-size tiny] [--lr 1e-3]
+       [--batch-size 32] [--block 128] [--vocab 8000] [--precision fp32|bf16] [--scale]
+       [--tag NAME] [--out bench/results]
+Writes bench/results/pretrain_mlm[-TAG].json.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -37,8 +49,8 @@ DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 PY = sys.executable
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false", "LMFORGE_PROGRESS": "0"}
-HP = {"batch_size": 32, "block": 128, "lr": 5e-4, "warmup": 0.06, "wd": 0.01, "beta2": 0.999,
-      "eps": 1e-8, "seed": 42, "clip": 1.0}
+SHAPES = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512)}  # (layers, hidden) of lmforge
+
 
 
 def measured(cmd: list[str]) -> tuple[dict, float]:
@@ -93,73 +105,153 @@ def write_split(work: Path) -> Path:
     return folder
 
 
+def blocks_sha256(rows: list[list[int]]) -> str:
+    """sha256 over blocks of ids, in order (the same function as in hf_trainer_mlm.py)."""
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(json.dumps([int(t) for t in row]).encode())
+    return h.hexdigest()
+
+
+def lmforge_blocks(split: Path, tokenizer_dir: Path, block: int) -> dict[str, list[list[int]]]:
+    """lmforge's own packed MLM blocks of both splits (what `lmforge pretrain` trains on)."""
+    from lmforge.data.corpus import load_corpus
+    from lmforge.data.lm import prepare_lm_dataset
+    from lmforge.models.build import load_tokenizer
+    from lmforge.settings import DataConfig
+
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    corpus = load_corpus(DataConfig(path=str(split), max_length=block), seed=42)
+    return {name: prepare_lm_dataset(corpus[name], tokenizer, objective="mlm", max_length=block,
+                                     packing=True, cache_dir=None)["input_ids"]
+            for name in ("train", "validation")}
+
+
+def constant_token_accuracy(blocks: list[list[int]], special: set[int]) -> float:
+    """Share of the most frequent maskable token: what predicting it everywhere scores."""
+    from collections import Counter
+
+    counts = Counter(t for row in blocks for t in row if t not in special)
+    return max(counts.values()) / sum(counts.values())
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=100)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--model-size", default="tiny", choices=sorted(SHAPES))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--block", type=int, default=128, help="tokens per packed block")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=float, default=0.06, help="warmup ratio")
+    parser.add_argument("--vocab", type=int, default=8000, help="WordPiece vocabulary size")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="both sides (the peer: TrainingArguments(bf16=True))")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--scale", action="store_true", help="also run the 1x / 10x corpus part")
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--skip-scale", action="store_true")
     args = parser.parse_args()
     if not DATA.is_file():
         sys.exit(f"skipped: {DATA} not found (the shared datasets are not beside this repo)")
+    sys.path.insert(0, str(ROOT / "bench"))
+    from machine import machine_info
+
+    hp = {"batch_size": args.batch_size, "block": args.block, "lr": args.lr,
+          "warmup": args.warmup, "wd": 0.01, "beta2": 0.999, "eps": 1e-8, "seed": args.seed,
+          "clip": 1.0, "precision": args.precision}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="lmforge-bench-"))
     split = write_split(work)
     lmf = [PY, "-m", "lmforge"]
     tok_run, _ = measured([*lmf, "tokenizer", "train", f"data.path={split}",
-                           "tokenizer.vocab_size=8000", f"--output-dir={work / 'tok'}"])
+                           f"tokenizer.vocab_size={args.vocab}", f"--output-dir={work / 'tok'}"])
     tokenizer = work / "tok" / "tokenizer"
+    blocks = lmforge_blocks(split, tokenizer, args.block)
+    from lmforge.models.build import load_tokenizer
+
+    special = set(load_tokenizer(str(tokenizer)).all_special_ids)
 
     peaks = {"fp32": matmul_peak("float32"), "bf16": matmul_peak("bfloat16", n=512, reps=2)}
-    common = [f"data.path={split}", f"model.tokenizer={tokenizer}", "model.size=mini",
-              f"data.max_length={HP['block']}", f"train.batch_size={HP['batch_size']}",
-              f"train.max_steps={args.steps}", f"train.lr={HP['lr']}",
-              f"train.warmup_ratio={HP['warmup']}", f"train.weight_decay={HP['wd']}",
-              f"train.adam_beta2={HP['beta2']}", f"train.adam_eps={HP['eps']}",
-              f"train.seed={HP['seed']}", f"train.max_grad_norm={HP['clip']}",
+    common = [f"data.path={split}", f"model.tokenizer={tokenizer}",
+              f"model.size={args.model_size}", f"data.max_length={hp['block']}",
+              f"train.batch_size={hp['batch_size']}", f"train.max_steps={args.steps}",
+              f"train.lr={hp['lr']}", f"train.warmup_ratio={hp['warmup']}",
+              f"train.weight_decay={hp['wd']}", f"train.adam_beta2={hp['beta2']}",
+              f"train.adam_eps={hp['eps']}", f"train.seed={hp['seed']}",
+              f"train.max_grad_norm={hp['clip']}", f"train.precision={args.precision}",
               f"data.cache_dir={work / 'cache'}", "train.eval_every=100000",
               "train.eval_max_batches=1", "track.progress=false", "train.log_every=10"]
     # Tokenize once outside the timed run, so both sides time training only.
     measured([*lmf, "pretrain", *common, "train.max_steps=1", f"--output-dir={work / 'warm'}"])
+    load = {"lmforge": round(os.getloadavg()[0], 2)}
     ours, ours_rss = measured([*lmf, "pretrain", *common, f"--output-dir={work / 'lmforge'}"])
+    load["hf_trainer"] = round(os.getloadavg()[0], 2)
     peer, peer_rss = measured([PY, str(ROOT / "bench" / "hf_trainer_mlm.py"), str(split),
                                str(tokenizer), str(work / "peer"), str(args.steps),
-                               json.dumps(HP)])
+                               json.dumps(hp), str(work / "lmforge" / "model")])
     scores = {}
     for name, model_dir in (("lmforge", work / "lmforge" / "model"), ("peer", work / "peer")):
         result, _ = measured([*lmf, "evaluate", f"run={model_dir}", f"data.path={split}",
                               "split=validation", "batch_size=32",
-                              f"data.max_length={HP['block']}", f"data.cache_dir={work / 'cache'}",
+                              f"data.max_length={hp['block']}",
+                              f"data.cache_dir={work / 'cache'}", "precision=fp32",
                               f"output_dir={work / ('eval-' + name)}"])
         scores[name] = result["summary"]
-    summary = ours["summary"]
-    ours_tps = summary["tokens_per_second"]
-    peer_tps = peer["summary"]["tokens_per_second"]
-    fpt = flops_per_token(4, 256, 8000, HP["block"], 0.15)
+    summary, psum = ours["summary"], peer["summary"]
+    layers, hidden = SHAPES[args.model_size]
+    fpt = flops_per_token(layers, hidden, args.vocab, hp["block"], 0.15)
+    metrics = [json.loads(x) for x in (work / "lmforge" / "metrics.jsonl").read_text()
+               .splitlines()]
     rows = {
-        "lmforge": {"tokens_per_s": ours_tps, "train_seconds": summary["train_seconds"],
-                    "tokens": summary["tokens_seen"], "peak_rss_mib": ours_rss,
-                    "val_loss": scores["lmforge"]["eval_loss"],
+        "lmforge": {"tokens_per_s": summary["tokens_per_second"],
+                    "train_seconds": summary["train_seconds"], "tokens": summary["tokens_seen"],
+                    "peak_rss_mib": ours_rss, "val_loss": scores["lmforge"]["eval_loss"],
                     "val_accuracy": scores["lmforge"]["eval_token_accuracy"],
-                    "precision": summary["precision"]},
-        "hf_trainer": {"tokens_per_s": peer_tps, "train_seconds": peer["summary"]["train_seconds"],
-                       "tokens": peer["summary"]["tokens"], "peak_rss_mib": peer_rss,
-                       "val_loss": scores["peer"]["eval_loss"],
+                    "precision": summary["precision"], "parameters": summary["parameters"],
+                    "train_loss": [{"step": m["step"], "loss": m["train_loss"]}
+                                   for m in metrics if "train_loss" in m]},
+        "hf_trainer": {"tokens_per_s": psum["tokens_per_second"],
+                       "train_seconds": psum["train_seconds"], "tokens": psum["tokens"],
+                       "peak_rss_mib": peer_rss, "val_loss": scores["peer"]["eval_loss"],
                        "val_accuracy": scores["peer"]["eval_token_accuracy"],
-                       "precision": "fp32"},
+                       "precision": psum["precision"], "train_loss": psum["train_loss"]},
     }
     for row in rows.values():
         achieved = row["tokens_per_s"] * fpt / 1e9
         row["gflops"] = achieved
         row["mfu_vs_fp32_peak"] = achieved / peaks["fp32"]
         row["mfu_vs_bf16_peak"] = achieved / peaks["bf16"]
-    result = {"steps": args.steps, "hyperparameters": HP, "matmul_peak_gflops": peaks,
-              "flops_per_token": fpt, "rows": rows, "speedup": ours_tps / peer_tps,
-              "tokenizer_seconds": tok_run["summary"]["seconds"]}
-    if not args.skip_scale:
+    constant = constant_token_accuracy(blocks["validation"], special)
+    ours_sha = blocks_sha256(blocks["train"])
+    result = {
+        "command": " ".join(["python", "bench/pretrain_mlm.py", *sys.argv[1:]]),
+        "machine": machine_info(), "load_avg_1m_before": load,
+        "steps": args.steps, "model_size": args.model_size, "vocab_size": args.vocab,
+        "hyperparameters": hp, "matmul_peak_gflops": peaks, "flops_per_token": fpt,
+        "token_stream": {"train_blocks": len(blocks["train"]),
+                         "peer_train_blocks": psum["train_blocks"],
+                         "validation_blocks": len(blocks["validation"]),
+                         "lmforge_sha256": ours_sha, "peer_sha256": psum["blocks_sha256"],
+                         "identical": ours_sha == psum["blocks_sha256"]},
+        "constant_token_accuracy": constant,
+        # "Learned something": masked accuracy at least 1.5x the constant prediction's.
+        "learned": all(r["val_accuracy"] >= 1.5 * constant for r in rows.values()),
+        "rows": rows, "speedup": rows["lmforge"]["tokens_per_s"] / rows["hf_trainer"][
+            "tokens_per_s"],
+        "tokenizer_seconds": tok_run["summary"]["seconds"]}
+    if args.scale:
         result["scale"] = scale_benchmark(work, tokenizer)
-    (out / "pretrain_mlm.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    name = "pretrain_mlm" + (f"-{args.tag}" if args.tag else "")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
+    for side, row in rows.items():
+        print(side, {k: v for k, v in row.items() if k != "train_loss"})
+    if not result["token_stream"]["identical"]:
+        print("WARNING: the two sides trained on different blocks", file=sys.stderr)
+    if not result["learned"]:
+        print(f"WARNING: a side is not clearly above the constant prediction ({constant:.3f});"
+              " train longer before comparing losses", file=sys.stderr)
 
 
 def scale_benchmark(work: Path, tokenizer: Path) -> dict:

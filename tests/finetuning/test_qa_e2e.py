@@ -18,29 +18,27 @@ QUESTION = ["where", "does", "live", "?"]
 
 
 def _squad(path: Path, rows: int, seed: int, misaligned: int = 0) -> Path:
-    """Contexts of "PERSON lives in CITY ." facts in random order, with filler in between.
+    """One "PERSON lives in CITY ." fact among 1-6 filler sentences, in random order.
 
-    The asked person's fact sits at a random position, so answers start at varied offsets.
-    The first ``misaligned`` rows get a wrong ``answer_start`` (check_answers must skip them).
+    The fact sits at a random offset, so answers start anywhere and the longer contexts span
+    several windows. One fact per context: what a few steps can teach a random-init 2-layer
+    encoder is span extraction (matching the asked person among several facts takes it
+    hundreds of steps). The first ``misaligned`` rows get a wrong ``answer_start``
+    (check_answers must skip them).
     """
     rng = random.Random(seed)
     lines = []
     for k in range(rows):
-        people = rng.sample(PEOPLE, 3)
-        cities = rng.sample(CITIES, 3)
-        parts = []
-        for person, city in zip(people, cities, strict=True):
-            if rng.random() < 0.5:
-                parts.append(" ".join(rng.sample(FILLER[:-1], 3)) + " .")
-            parts.append(f"{person} lives in {city} .")
+        person, city = rng.choice(PEOPLE), rng.choice(CITIES)
+        parts = [" ".join(rng.sample(FILLER[:-1], 3)) + " ." for _ in range(rng.randint(1, 6))]
+        parts.insert(rng.randint(0, len(parts)), f"{person} lives in {city} .")
         context = " ".join(parts)
-        asked = rng.randrange(3)
-        start = context.index(f"{people[asked]} lives in ") + len(f"{people[asked]} lives in ")
+        start = context.index(f"{person} lives in ") + len(f"{person} lives in ")
         if k < misaligned:
             start += 1  # context[start:] no longer begins with the answer
-        lines.append(json.dumps({"id": f"q{seed}-{k}", "question": f"where does "
-                                 f"{people[asked]} live ?", "context": context,
-                                 "answers": {"text": [cities[asked]], "answer_start": [start]}}))
+        lines.append(json.dumps({"id": f"q{seed}-{k}", "question": f"where does {person} live ?",
+                                 "context": context,
+                                 "answers": {"text": [city], "answer_start": [start]}}))
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -76,9 +74,10 @@ def test_qa_finetune_evaluate_predict(tmp_path: Path, encoder_dir: Path,
     assert info["train_answer_check"]["examples"] == ["q0-0"]
     test = summary["test_metrics"]
     assert test["misaligned_answers"] == 1 and test["skipped_examples"] == 1
-    assert 0.0 <= test["exact_match"] <= 100.0 and 0.0 <= test["f1"] <= 100.0
-    # Learning is not asserted: a few CPU seconds of a random-init 2-layer encoder on span
-    # extraction is seed-sensitive; the pipeline (windows, decoding, counts) is under test.
+    # More windows than questions: the multi-window decoding path ran.
+    assert summary["train_examples"] > 95
+    # The model learned to extract the answer span (an untrained one scores about 0).
+    assert test["exact_match"] >= 90 and test["f1"] >= 90
     for name in ("summary.json", "predictions.jsonl"):
         assert (run / "eval-test" / name).is_file(), name
 
@@ -97,11 +96,11 @@ def test_qa_finetune_evaluate_predict(tmp_path: Path, encoder_dir: Path,
             assert contexts[row["id"]][row["start"]:].startswith(row["answer"])
 
     inputs = tmp_path / "in.jsonl"
+    context = "the weather was fine . it rained later . bob lives in lima . and it was fine ."
     inputs.write_text(json.dumps({"question": "where does bob live ?",
-                                  "context": "alice lives in oslo . bob lives in lima ."}) + "\n")
+                                  "context": context}) + "\n")
     preds = tmp_path / "preds.jsonl"
     assert main(["predict", f"run={run}", f"input={inputs}", f"output={preds}"]) == 0
     (row,) = [json.loads(line) for line in preds.read_text().splitlines()]
     assert set(row) == {"question", "answer", "score", "start"}
-    context = "alice lives in oslo . bob lives in lima ."
-    assert row["answer"] and context[row["start"]:].startswith(row["answer"])
+    assert row["answer"] == "lima" and context[row["start"]:].startswith("lima")

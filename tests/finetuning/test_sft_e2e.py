@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok = train_tokenizer(texts, root, kind="bpe", vocab_size=400, min_frequency=1)
     assert not tok.chat_template
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=1, n_head=4,
+    config = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=64, n_layer=1, n_head=4,
                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     GPT2LMHeadModel(config).save_pretrained(root)
     return root
@@ -67,9 +68,9 @@ def test_finetune_evaluate_predict(tmp_path: Path, gpt2_dir: Path) -> None:
     run = tmp_path / "run"
     code = main(["finetune", f"--output-dir={run}", f"data.path={data}", "task.name=sft",
                  f"model.pretrained={gpt2_dir}", "model.dropout=0.0", "train.lr=5e-3",
-                 "train.epochs=4", "train.warmup_ratio=0", "train.scheduler=constant",
-                 "train.batch_size=16", "train.eval_every=16", "train.log_every=16",
-                 "data.max_length=64", "task.max_new_tokens=6", "track.progress=false"])
+                 "train.epochs=20", "train.warmup_ratio=0", "train.scheduler=constant",
+                 "train.batch_size=16", "train.eval_every=40", "train.log_every=40",
+                 "data.max_length=64", "task.max_new_tokens=12", "track.progress=false"])
     assert code == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == "sft"
@@ -93,10 +94,16 @@ def test_finetune_evaluate_predict(tmp_path: Path, gpt2_dir: Path) -> None:
                                 replace(settings, train_on_prompt=True), "test")
     assert _trained_tokens(full) > 2 * metrics["tokens"]
 
+    # 80 steps teach the 1-layer model to repeat the two words of the prompt: the sampled
+    # replies are the references (a prompt-blind model repeats one fixed reply, which matches
+    # at most the most frequent reference), generation stops at the end-of-turn marker.
     samples = [json.loads(x) for x in (run / "eval-test" / "predictions.jsonl").read_text()
                .splitlines()]
-    assert len(samples) == 8 and all(isinstance(s["prediction"], str) for s in samples)
-    assert samples[0]["reference"] == test_rows[0]["response"]
+    assert len(samples) == 8 and samples[0]["reference"] == test_rows[0]["response"]
+    right = sum(s["prediction"] == s["reference"] for s in samples)
+    blind = max(Counter(s["reference"] for s in samples).values())
+    assert right >= 7 and blind <= 2, samples
+    assert metrics["token_accuracy"] >= 0.95 and metrics["sample_rougeL"] >= 90
 
     out = tmp_path / "eval"
     assert main(["evaluate", f"run={run}", f"data.path={data / 'test.jsonl'}",
@@ -110,8 +117,7 @@ def test_finetune_evaluate_predict(tmp_path: Path, gpt2_dir: Path) -> None:
     assert main(["predict", f"run={run}", f"input={inputs}", f"output={preds}"]) == 0
     got = [json.loads(x) for x in preds.read_text().splitlines()]
     assert [g["prompt"] for g in got] == ["say red cat", "say blue fish"]
-    assert all(isinstance(g["response"], str) and END_OF_TURN not in g["response"]
-               for g in got)
+    assert [g["response"] for g in got] == ["red cat", "blue fish"]
 
     # A messages file works for predict too (the trailing assistant turn is not an input).
     chat = _jsonl(tmp_path / "chat.jsonl", [{"messages": [

@@ -32,9 +32,14 @@ def common_args(run: Path, data: Path, model: Path, steps: int = 8) -> list[str]
             "track.backends=jsonl", "track.progress=false"]
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def _no_plots() -> Iterator[None]:
-    """Skip the report's matplotlib plots: seconds per run, and tests/finetuning covers them."""
+    """Skip the report's matplotlib plots in this package's runs (seconds per run;
+    tests/finetuning covers the plots).
+
+    Package scope: the patch is undone after the last test of tests/peft, so tests collected
+    after this folder (``pytest tests/peft tests/finetuning``) write their plots again.
+    """
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("lmforge.evaluation.plots.write_classification_plots",
                       lambda *args, **kwargs: {})

@@ -85,14 +85,30 @@ def test_method_trains_saves_reloads_predicts(method: str, trained: Callable[[st
     for name, p in head.items():
         assert torch.equal(p, best[f"model.{name}"]), name
         assert not torch.allclose(p, init.state_dict()[f"classifier.{name.split('.')[-1]}"])
-    # The method's own weights moved away from their start too.
+    # The method's own weights moved: they differ between the step-4 and step-8 checkpoints
+    # (so the optimizer updates them), and from their known start where it has a closed form.
     moved = {"lora": "lora_B", "ia3": "ia3_l", "prompt": "prompt_encoder",
              "ptuning": "prompt_encoder", "houlsby": "adapter.up", "pfeiffer": "adapter.up",
              "bitfit": "attention.self.query.bias"}[method]
+    ckpts = run / "checkpoints"
+    step4 = load_file(str(ckpts / "step-00000004" / "model.safetensors"))
+    step8 = load_file(str(ckpts / "step-00000008" / "model.safetensors"))
+    names = [n for n in step8 if moved in n and "original_module" not in n]
+    assert names, sorted(step8)
+    assert all(step4[n].shape == step8[n].shape for n in names)
+    assert any(not torch.equal(step4[n], step8[n]) for n in names), names
     weights = [p for n, p in model.named_parameters() if moved in n]
     assert weights
-    if method in ("lora", "houlsby", "pfeiffer"):  # zero-initialised branches
-        assert any(p.abs().sum() > 0 for p in weights)
+    if method in ("lora", "houlsby", "pfeiffer"):  # zero-initialised up / B matrices
+        assert all(p.abs().sum() > 0 for p in weights)
+    elif method == "ia3":  # scaling vectors start at 1 (Liu et al. 2022)
+        assert all(not torch.equal(p, torch.ones_like(p)) for p in weights)
+    elif method == "bitfit":  # the biases start as the pretrained ones
+        start = load_file(str(encoder_dir / "model.safetensors"))
+        for name, p in model.named_parameters():
+            if moved in name:
+                key = name[name.index("encoder.layer"):]
+                assert not torch.equal(p, start[key]), name
 
 
 def test_bitfit_trains_only_biases_and_head(encoder_dir: Path) -> None:

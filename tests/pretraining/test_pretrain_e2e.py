@@ -18,7 +18,8 @@ from transformers import (
 )
 
 from lmforge.cli import main
-from tests.conftest import TINY_TRAIN
+from lmforge.engine.hooks import StepHook
+from tests.conftest import CHINESE, TINY_TRAIN
 
 
 def _pretrain(run: Path, *overrides: str) -> dict:
@@ -52,19 +53,86 @@ def test_mlm_from_scratch_writes_run_dir_and_learns(tmp_path: Path, corpus_file:
     assert 0.0 <= evaluated["eval_token_accuracy"] <= 1.0
 
 
-def test_whole_word_masking_run(tmp_path: Path, corpus_file: Path, wordpiece_dir: Path) -> None:
-    summary = _pretrain(tmp_path / "wwm", f"data.path={corpus_file}",
-                        f"model.tokenizer={wordpiece_dir}", "objective.whole_word_mask=true",
-                        "train.max_steps=6")
+class _Batches(StepHook):
+    """Keeps the (original ids, chosen-for-prediction) of every training batch."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[list[int], list[bool]]] = []
+
+    def transform_batch(self, batch: dict, engine: object) -> dict:
+        chosen = batch["labels"] != -100  # (B, L)
+        # Chosen positions hold [MASK] / a random id / the original; labels keep the original.
+        original = torch.where(chosen, batch["labels"], batch["input_ids"])
+        for ids, flags in zip(original.tolist(), chosen.tolist(), strict=True):
+            self.rows.append((ids, flags))
+        return batch
+
+
+def _pretrain_recorded(run: Path, *overrides: str) -> tuple[dict, _Batches]:
+    import lmforge
+
+    record = _Batches()
+    lmforge.pretrain(None, *TINY_TRAIN, f"data.cache_dir={run.parent / 'cache'}", *overrides,
+                     hooks=[record], output_dir=str(run))
+    return json.loads((run / "summary.json").read_text()), record
+
+
+def test_whole_word_masking_masks_every_piece_of_a_chosen_word(
+        tmp_path: Path, corpus_file: Path) -> None:
+    from lmforge.tokenizer import train_tokenizer
+
+    # A vocabulary too small for whole words: most words become several ## pieces.
+    texts = [t for t in corpus_file.read_text().splitlines() if t.strip()]
+    train_tokenizer(texts, tmp_path / "tok", kind="wordpiece", vocab_size=80, min_frequency=1)
+    summary, record = _pretrain_recorded(tmp_path / "wwm", f"data.path={corpus_file}",
+                                         f"model.tokenizer={tmp_path / 'tok'}",
+                                         "objective.whole_word_mask=true", "train.max_steps=6")
     assert summary["whole_word_mask"] is True and summary["steps"] == 6
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    chosen_words, split_words = 0, 0
+    for ids, flags in record.rows:
+        pieces = tok.convert_ids_to_tokens(ids)
+        for j in range(2, len(ids)):  # position 1 follows [CLS]: a block may start mid-word
+            if pieces[j].startswith("##"):  # continues the word of position j - 1
+                split_words += flags[j] != flags[j - 1]
+                chosen_words += flags[j]
+    # Per-token masking (15 %) would split most chosen multi-piece words; wwm never does.
+    assert split_words == 0
+    assert chosen_words >= 5, "too few multi-piece words were chosen for the check to mean much"
 
 
-def test_chinese_whole_word_masking_with_jieba(tmp_path: Path, zh_corpus_file: Path,
-                                               wordpiece_dir: Path) -> None:
-    summary = _pretrain(tmp_path / "zh", f"data.path={zh_corpus_file}",
-                        f"model.tokenizer={wordpiece_dir}", "objective.whole_word_mask=true",
-                        "objective.chinese_word_segmenter=jieba", "train.max_steps=4")
+def test_chinese_whole_word_masking_follows_jieba_words(
+        tmp_path: Path, zh_corpus_file: Path, wordpiece_dir: Path) -> None:
+    import jieba
+
+    summary, record = _pretrain_recorded(
+        tmp_path / "zh", f"data.path={zh_corpus_file}", f"model.tokenizer={wordpiece_dir}",
+        "objective.whole_word_mask=true", "objective.chinese_word_segmenter=jieba",
+        "train.max_steps=4")
     assert summary["final_eval"]["eval_tokens"] > 0
+    tok = AutoTokenizer.from_pretrained(wordpiece_dir)
+    words = {s: jieba.lcut(s) for s in CHINESE}
+    chosen_words, split_words = 0, 0
+    for ids, flags in record.rows:
+        pieces = tok.convert_ids_to_tokens(ids)
+        j = 0
+        while j < len(ids):  # each run of CJK characters
+            k = j
+            while k < len(ids) and len(pieces[k]) == 1 and "\u4e00" <= pieces[k] <= "\u9fff":
+                k += 1
+            sentence = "".join(pieces[j:k])
+            if sentence in words:  # a whole fixture sentence (not one cut by a block edge)
+                at = j
+                for word in words[sentence]:
+                    span = flags[at:at + len(word)]
+                    if len(word) > 1:
+                        split_words += len(set(span)) > 1
+                        chosen_words += all(span)
+                    at += len(word)
+            j = max(k, j + 1)
+    # Character masking (BERT's default for CJK) would split chosen multi-character words.
+    assert split_words == 0
+    assert chosen_words >= 3, "too few multi-character words were chosen for the check"
 
 
 @pytest.mark.parametrize("task", ["nsp", "sop"])

@@ -22,12 +22,38 @@ def test_zero_shot_cloze_with_masked_lm(tmp_path: Path, mlm_dir: Path, sentiment
                    f"templates={prompts_file}")
     assert summary["lm"] == "mlm" and summary["examples"] == 12
     assert set(summary["templates"]) == {"it_was", "review"}
-    for metrics in (*summary["templates"].values(), summary["ensemble"], summary["majority"]):
-        assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
+    # The reported accuracy of `it_was` is the model's: recomputed here from the MLM's
+    # logits at the [MASK] of "{text} . it was [MASK] ." (label words bad / good).
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(mlm_dir)
+    model = AutoModelForMaskedLM.from_pretrained(mlm_dir).eval()
+    dev = [line.split("\t") for line in
+           (sentiment_dir / "dev.tsv").read_text().splitlines()[1:]]
+    words = tok.convert_tokens_to_ids(["bad", "good"])
+    right = 0
+    for text, label in dev:
+        enc = tok(f"{text} . it was [MASK] .", return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**enc).logits[0, enc["input_ids"][0].tolist().index(tok.mask_token_id)]
+        right += int(logits[words].argmax()) == int(label)
+    assert summary["templates"]["it_was"]["accuracy"] == pytest.approx(right / 12)
+    # The ensemble row is the mean of the template probabilities written per example.
+    rows = [json.loads(x) for x in (tmp_path / "zs" / "predictions.jsonl").read_text()
+            .splitlines()]
+    assert len(rows) == 12
+    assert all(sum(r["probs"]) == pytest.approx(1.0, abs=1e-5) for r in rows)
+    assert summary["ensemble"]["accuracy"] == pytest.approx(
+        sum(r["predicted"] == r["label"] for r in rows) / 12)
+    # Baselines: the training majority and the best constant on the 12 scored examples
+    # (6 of each label here, so both are at 50 %).
     assert summary["majority"]["accuracy"] == pytest.approx(0.5)
+    assert summary["constant"] == {"label": "0", "accuracy": pytest.approx(0.5),
+                                   "macro_f1": pytest.approx(1 / 3)}
     table = (tmp_path / "zs" / "results.md").read_text()
-    assert "ensemble (mean p)" in table and "majority class" in table
-    assert len((tmp_path / "zs" / "predictions.jsonl").read_text().splitlines()) == 12
+    assert "ensemble (mean p)" in table and "majority class of train (0)" in table
+    assert "best constant on these examples (0)" in table
 
 
 def test_icl_calibrated_with_causal_lm(tmp_path: Path, llama_dir: Path, sentiment_dir: Path,
@@ -36,21 +62,55 @@ def test_icl_calibrated_with_causal_lm(tmp_path: Path, llama_dir: Path, sentimen
                    f"model.pretrained={llama_dir}", f"templates={prompts_file}", "mode=icl",
                    "shots=2", "calibrate=true", "chat_template=true", "max_examples=8")
     assert summary["lm"] == "causal" and summary["examples"] == 8
-    assert len(summary["demonstration_rows"]) == 4
+    # shots=2 per class: the demonstrations are 2 training rows of each label.
+    train = [line.split("\t") for line in
+             (sentiment_dir / "train.tsv").read_text().splitlines()[1:]]
+    demo_labels = sorted(train[i][1] for i in summary["demonstration_rows"])
+    assert demo_labels == ["0", "0", "1", "1"]
     for metrics in summary["templates"].values():
         assert sum(metrics["p_cf"]) == pytest.approx(1.0, abs=1e-5)
         assert 0.0 <= metrics["calibrated_accuracy"] <= 1.0
-    assert "calibrated_macro_f1" in summary["ensemble"]
+    # predictions.jsonl holds the calibrated ensemble: its argmax is the reported accuracy.
+    rows = [json.loads(x) for x in (tmp_path / "icl" / "predictions.jsonl").read_text()
+            .splitlines()]
+    assert len(rows) == 8
+    assert summary["ensemble"]["calibrated_accuracy"] == pytest.approx(
+        sum(r["predicted"] == r["label"] for r in rows) / 8)
 
 
 def test_icl_similar_selection_with_model_embeddings(tmp_path: Path, mlm_dir: Path,
-                                                     sentiment_dir: Path,
-                                                     prompts_file: Path) -> None:
+                                                     sentiment_dir: Path, prompts_file: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmforge.prompting import command
+
+    seen: dict[str, list] = {"neighbours": [], "contexts": []}
+    nearest, probs = command.nearest_per_class, command.Scorer.probs
+
+    def record_nearest(*args: object, **kwargs: object) -> list[list[int]]:
+        seen["neighbours"] = nearest(*args, **kwargs)
+        return seen["neighbours"]
+
+    def record_probs(self: object, template: object, texts: list[str],
+                     contexts: list[str] | None = None):  # noqa: ANN202
+        if contexts and len(contexts) == len(texts) == 12:  # the inputs, not the calibration
+            seen["contexts"] = list(contexts)
+        return probs(self, template, texts, contexts)
+
+    monkeypatch.setattr(command, "nearest_per_class", record_nearest)
+    monkeypatch.setattr(command.Scorer, "probs", record_probs)
     summary = _run(tmp_path / "sim", f"data.path={sentiment_dir}",
                    f"model.pretrained={mlm_dir}", f"templates={prompts_file}", "mode=icl",
                    "shots=1", "selection=similar", "embedder=model", "calibrate=true",
                    "template_names=[it_was]")
     assert summary["selection"] == "similar" and list(summary["templates"]) == ["it_was"]
+    # Each input got its own demonstrations: its nearest training row of each label, and
+    # those rows' texts are what its prompt shows.
+    train = [line.split("\t")[0] for line in
+             (sentiment_dir / "train.tsv").read_text().splitlines()[1:]]
+    assert len(seen["neighbours"]) == 12 and len(seen["contexts"]) == 12
+    for rows, context in zip(seen["neighbours"], seen["contexts"], strict=True):
+        assert len(rows) == 2 and all(train[i] in context for i in rows)
+    assert len(set(seen["contexts"])) > 1  # not one shared sample for everybody
 
 
 def test_fewshot_two_seeds_with_baseline(tmp_path: Path, mlm_dir: Path, sentiment_dir: Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -93,14 +94,22 @@ def test_stop_drains_queued_work_then_refuses_new_work() -> None:
 
 def test_timed_out_requests_are_not_computed() -> None:
     calls: list[list[int]] = []
+    gate = threading.Event()  # holds the first batch until the second request has timed out
+
+    def blocked(payloads: list[int]) -> list[int]:
+        calls.append(list(payloads))
+        assert gate.wait(30), "the test never released the first batch"
+        return [2 * p for p in payloads]
 
     async def scenario() -> None:
-        batcher = MicroBatcher(_doubler(calls, delay=0.1), max_batch_size=1, max_wait_ms=0)
+        batcher = MicroBatcher(blocked, max_batch_size=1, max_wait_ms=0)
         await batcher.start()
         first = asyncio.create_task(batcher.submit(1))
-        await asyncio.sleep(0.01)
+        while not calls:  # the first batch is running (and blocked), however slow the machine
+            await asyncio.sleep(0.005)
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(batcher.submit(2), 0.02)  # queued behind the first
+        gate.set()
         assert await first == 2
         await batcher.stop()
 

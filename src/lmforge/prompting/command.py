@@ -26,7 +26,12 @@ from lmforge.prompting.demos import (
     nearest_per_class,
     sample_per_class,
 )
-from lmforge.prompting.report import label_metrics, majority_baseline, markdown_table
+from lmforge.prompting.report import (
+    constant_baseline,
+    label_metrics,
+    majority_baseline,
+    markdown_table,
+)
 from lmforge.prompting.scoring import (
     Encoder,
     causal_scores,
@@ -198,7 +203,8 @@ def run_prompt(job: PromptJob, resume: bool = False) -> dict[str, Any]:
         "shots_per_class": job.shots if job.mode == "icl" else 0,
         "selection": job.selection if job.mode == "icl" else None,
         "demonstration_rows": shared, "examples": len(y_true), "labels": labels,
-        "majority": majority, "templates": results, "ensemble": ensemble,
+        "majority": majority, "constant": constant_baseline(y_true, labels),
+        "templates": results, "ensemble": ensemble,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     table = results_table(summary)
@@ -208,11 +214,15 @@ def run_prompt(job: PromptJob, resume: bool = False) -> dict[str, Any]:
 
 
 def results_table(summary: dict[str, Any]) -> str:
-    """Markdown rows: each template, the ensemble, and the majority-class baseline."""
+    """Markdown rows: each template, the ensemble, the train-majority and best-constant
+    baselines."""
     rows = [{"prompt": name, **m} for name, m in summary["templates"].items()]
     rows.append({"prompt": "ensemble (mean p)", **summary["ensemble"]})
-    rows.append({"prompt": f"majority class ({summary['majority']['label']})",
+    rows.append({"prompt": f"majority class of train ({summary['majority']['label']})",
                  **summary["majority"]})
+    if "constant" in summary:
+        rows.append({"prompt": f"best constant on these examples ({summary['constant']['label']})",
+                     **summary["constant"]})
     cols = ["prompt", "accuracy", "macro_f1"]
     if summary.get("calibrate"):
         cols += ["calibrated_accuracy", "calibrated_macro_f1"]

@@ -1,5 +1,5 @@
 """Metrics and tables of ``lmforge prompt``: accuracy / macro-F1 (via lmforge.evaluation),
-the majority-class baseline, and a markdown table of the results."""
+the majority-class and best-constant baselines, and a markdown table of the results."""
 
 from __future__ import annotations
 
@@ -27,6 +27,21 @@ def majority_baseline(train_labels: Sequence[str], y_true: Sequence[int] | np.nd
     probs = np.zeros((len(y_true), len(labels)))
     probs[:, list(labels).index(best)] = 1.0
     return {"label": best, **label_metrics(y_true, probs, labels)}
+
+
+def constant_baseline(y_true: Sequence[int] | np.ndarray,
+                      labels: Sequence[str]) -> dict[str, Any]:
+    """The best constant prediction on the evaluated examples (their most frequent label).
+
+    The level a classifier must beat on *this* sample: a sampled evaluation set can have a
+    different majority than the training data (``majority_baseline``).
+    """
+    y = np.asarray(y_true)
+    counts = np.bincount(y, minlength=len(labels))
+    best = int(np.argmax(counts))  # ties: the first in label order
+    probs = np.zeros((len(y), len(labels)))
+    probs[:, best] = 1.0
+    return {"label": labels[best], **label_metrics(y, probs, labels)}
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:

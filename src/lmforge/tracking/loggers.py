@@ -226,7 +226,13 @@ class MlflowLogger:
         run_dir = Path(run_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         self._mlflow = mlflow
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").as_uri()
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            uri = (run_dir / "mlruns").as_uri()
+            # MLflow >= 3.7 refuses a file store unless this opt-out is set; the file store is
+            # still supported (maintenance mode) and needs no database (sqlite would add ~7 s
+            # of schema migrations to every run). Only our own default store opts out.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(experiment)
         self._run = mlflow.start_run(run_name=run_name)
