@@ -101,7 +101,8 @@ class Gate:
         """503 unless the server is ready and not draining."""
         if self.state.draining or self.batcher.closed:
             self.metrics.rejected.labels("draining").inc()
-            raise Unavailable("the server is shutting down; retry on another instance", 5)
+            raise Unavailable("the server is shutting down; retry on another instance", 5,
+                              close=True)
         if not self.state.ready:
             self.metrics.rejected.labels("not_ready").inc()
             raise Unavailable("the model is not ready yet; poll /ready", 1)
@@ -134,7 +135,7 @@ class Gate:
                                   err.retry_after) from None
             except BatcherClosed:
                 self.metrics.rejected.labels("draining").inc()
-                raise Unavailable("the server is shutting down", 5) from None
+                raise Unavailable("the server is shutting down", 5, close=True) from None
             try:
                 return await until_disconnect(future, receive)
             except QueueTimeout as err:

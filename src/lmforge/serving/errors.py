@@ -57,11 +57,15 @@ class LimitExceeded(Exception):
 
 
 class Unavailable(Exception):
-    """Not ready, shutting down or overloaded: 503 with ``Retry-After``."""
+    """Not ready, shutting down or overloaded: 503 with ``Retry-After``.
 
-    def __init__(self, message: str, retry_after: int = 1) -> None:
+    ``close``: also close the connection (a draining server sends clients elsewhere).
+    """
+
+    def __init__(self, message: str, retry_after: int = 1, close: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.close = close
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.",
@@ -151,8 +155,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Unavailable)
     async def _unavailable(request: Request, err: Unavailable) -> JSONResponse:
-        return JSONResponse(error_body(str(err)), status_code=503,
-                            headers={"Retry-After": str(err.retry_after)})
+        headers = {"Retry-After": str(err.retry_after)}
+        if err.close:
+            headers["Connection"] = "close"
+        return JSONResponse(error_body(str(err)), status_code=503, headers=headers)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, err: Exception) -> JSONResponse:
