@@ -238,34 +238,46 @@ def accuracy(port: int, target: dict[str, Any], texts: list[str], gold: list[str
 
 def matrix(args: argparse.Namespace, work: Path, texts: list[str], gold: list[str],
            pinned: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every target at every concurrency, interleaved: all servers are up at once (idle ones
+    cost nothing) and each concurrency level visits every target in turn, so a change in
+    the machine's load over time hits all targets alike."""
     rows, acc = [], []
     original = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     if pinned:
-        os.sched_setaffinity(0, {0})  # the load generator on core 0, the server on core 1
+        os.sched_setaffinity(0, {0})  # the load generator on core 0, the servers on core 1
+    chosen = [t for t in targets(args, work)
+              if not (pinned and "workers=2" in t["name"])]  # 2 workers on 1 core: nothing new
     try:
-        for target in targets(args, work):
-            if pinned and "workers=2" in target["name"]:
-                continue  # two workers on one core would measure nothing new
-            try:
-                with server(target, 1 if pinned else None, args.startup_timeout) as (port, _):
-                    if args.accuracy and not pinned:
-                        acc.append(accuracy(port, target, texts, gold))
-                        print(f"accuracy {target['name']}: {acc[-1]}", flush=True)
-                    for concurrency in args.concurrency:
-                        row = {"target": target["name"], "pinned": pinned,
-                               **drive_cell(port, target, texts, concurrency, args)}
-                        rows.append(row)
-                        print(f"{target['name']:<34} {'pinned ' if pinned else ''}"
-                              f"c={concurrency:<3} {row['req_per_s']:7.1f} req/s  p50 "
-                              f"{row['p50_ms'] or 0:7.0f} ms  p99 {row['p99_ms'] or 0:7.0f} "
-                              f"ms  errors {row['errors_by_status']}  batch "
-                              f"{row.get('mean_batch')}", flush=True)
-            except (RuntimeError, TimeoutError) as err:
-                rows.append({"target": target["name"], "pinned": pinned, "failed": str(err)})
-                print(f"{target['name']}: {err}", file=sys.stderr)
+        with contextlib.ExitStack() as stack:
+            up = []
+            for target in chosen:
+                try:
+                    port, _ = stack.enter_context(server(target, 1 if pinned else None,
+                                                         args.startup_timeout))
+                    up.append((target, port))
+                except (RuntimeError, TimeoutError) as err:
+                    rows.append({"target": target["name"], "pinned": pinned,
+                                 "failed": str(err)})
+                    print(f"{target['name']}: {err}", file=sys.stderr)
+            if args.accuracy and not pinned:
+                for target, port in up:
+                    acc.append(accuracy(port, target, texts, gold))
+                    print(f"accuracy {target['name']}: {acc[-1]}", flush=True)
+            for concurrency in args.concurrency:
+                for target, port in up:
+                    row = {"target": target["name"], "pinned": pinned,
+                           **drive_cell(port, target, texts, concurrency, args)}
+                    rows.append(row)
+                    print(f"{target['name']:<34} {'pinned ' if pinned else ''}"
+                          f"c={concurrency:<3} {row['req_per_s']:7.1f} req/s  p50 "
+                          f"{row['p50_ms'] or 0:7.0f} ms  p99 {row['p99_ms'] or 0:7.0f} "
+                          f"ms  errors {row['errors_by_status']}  batch "
+                          f"{row.get('mean_batch')}", flush=True)
     finally:
         if original is not None:
             os.sched_setaffinity(0, original)
+    order = {t["name"]: i for i, t in enumerate(chosen)}
+    rows.sort(key=lambda r: (order.get(r["target"], -1), r.get("concurrency", 0)))
     return rows, acc
 
 
@@ -319,6 +331,52 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def summarize(rows: list[dict[str, Any]], peer: str = "peer: pipeline per request"
+              ) -> dict[str, Any]:
+    """The goals' numbers from a matrix: ratios to the peer, overload vs best lower load."""
+    cells = {(r["target"], r["concurrency"]): r for r in rows if "failed" not in r}
+    out: dict[str, Any] = {"vs_peer": {}, "overload": {}}
+    for (target, concurrency), row in cells.items():
+        base = cells.get((peer, concurrency))
+        if target != peer and base and base["req_per_s"]:
+            out["vs_peer"][f"{target} / peer at {concurrency} clients"] = round(
+                row["req_per_s"] / base["req_per_s"], 2)
+    for target in {t for t, _ in cells}:
+        levels = sorted(c for t, c in cells if t == target)
+        for high in (c for c in levels if c >= 100):
+            lower = [cells[(target, c)]["req_per_s"] for c in levels if c < 100]
+            if lower and max(lower):
+                out["overload"][f"{target} at {high} clients / best below 100"] = round(
+                    cells[(target, high)]["req_per_s"] / max(lower), 2)
+    return out
+
+
+def render_matrix(data: dict[str, Any]) -> list[str]:
+    """The markdown of a serve_load results file."""
+    machine = data["machine"]
+    md = [f"# lmforge serve vs a pipeline-per-request server ({data['client']} client)", "",
+          f"{machine['cpu']}, {machine['cores']} cores, load average "
+          f"{machine['load_avg_1m_at_start']} at start, "
+          f"{machine.get('load_avg_1m_at_end', '?')} at end; threads {data['threads']}, "
+          f"max_batch_size {data['max_batch_size']}, max_wait_ms {data['max_wait_ms']}, "
+          f"max_queue {data['max_queue']}; command: `{data['command']}`", "",
+          "## Server and load generator sharing all cores", "", *table(data["rows"])]
+    if data.get("pinned"):
+        md += ["", "## Load generator on core 0, servers on core 1 (taskset)", "",
+               *table(data["pinned"])]
+    if data.get("accuracy"):
+        md += ["", "## SST-2 dev accuracy through each server", "",
+               "| target | answered | errors | accuracy % |", "|---|---:|---:|---:|"]
+        md += [f"| {a['target']} | {a['answered']} | {a['errors']} | {a['accuracy']:.2f} |"
+               for a in data["accuracy"]]
+    for key, title in (("summary", "shared cores"), ("summary_pinned", "pinned")):
+        if data.get(key):
+            md += ["", f"## Ratios ({title})", "", "| ratio | value |", "|---|---:|"]
+            md += [f"| {k} | {v:.2f} |" for part in ("vs_peer", "overload")
+                   for k, v in sorted(data[key][part].items())]
+    return md
+
+
 def write(out: Path, name: str, data: dict[str, Any], md: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -346,6 +404,8 @@ def main() -> None:
     parser.add_argument("--all", action="store_true", help="--pin --accuracy --soak 600 "
                         "--faults")
     parser.add_argument("--skip-matrix", action="store_true")
+    parser.add_argument("--rerender", action="store_true", help="recompute the ratios and "
+                        "the markdown of an existing results file, run nothing")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     parser.add_argument("--only", nargs="*", help="run targets whose name contains these")
     parser.add_argument("--name", default="serve_load", help="results file name")
@@ -354,6 +414,13 @@ def main() -> None:
     if args.all:
         args.pin, args.accuracy, args.faults = True, True, True
         args.soak = args.soak or 600.0
+    if args.rerender:
+        path = Path(args.out) / f"{args.name}.json"
+        data = json.loads(path.read_text())
+        data["summary"] = summarize(data["rows"])
+        data["summary_pinned"] = summarize(data["pinned"]) if data.get("pinned") else None
+        write(Path(args.out), args.name, data, render_matrix(data))
+        return
     if args.pin and not (shutil.which("taskset") and (os.cpu_count() or 1) >= 2):
         print("note: no taskset or a single core; --pin skipped", file=sys.stderr)
         args.pin = False
@@ -370,22 +437,10 @@ def main() -> None:
             rows, acc = matrix(args, work, texts, gold, pinned=False)
             pinned = matrix(args, work, texts, gold, pinned=True)[0] if args.pin else []
             meta["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
-            md = [f"# lmforge serve vs a pipeline-per-request server ({args.client} client)",
-                  "", f"{meta['machine']['cpu']}, {meta['machine']['cores']} cores, load "
-                  f"{meta['machine']['load_avg_1m_at_start']} at start; threads "
-                  f"{args.threads}, max_batch_size {args.max_batch_size}, max_wait_ms "
-                  f"{args.max_wait_ms}, max_queue {args.max_queue}", "",
-                  "## Server and load generator sharing all cores", "", *table(rows)]
-            if pinned:
-                md += ["", "## Load generator on core 0, server on core 1 (taskset)", "",
-                       *table(pinned)]
-            if acc:
-                md += ["", "## SST-2 dev accuracy through each server", "",
-                       "| target | answered | errors | accuracy % |", "|---|---:|---:|---:|"]
-                md += [f"| {a['target']} | {a['answered']} | {a['errors']} | "
-                       f"{a['accuracy']:.2f} |" for a in acc]
-            write(out, args.name, {**meta, "rows": rows, "pinned": pinned, "accuracy": acc},
-                  md)
+            data = {**meta, "rows": rows, "pinned": pinned, "accuracy": acc,
+                    "summary": summarize(rows),
+                    "summary_pinned": summarize(pinned) if pinned else None}
+            write(out, args.name, data, render_matrix(data))
         if args.soak:
             result = soak(args, work, texts)
             md = [f"# Soak: {result['target']}, 32 clients, {args.soak:.0f} s", "",

@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import json
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -82,9 +83,9 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
     batcher = MicroBatcher(predictor.predict_batch, cfg.max_batch_size, cfg.max_wait_ms,
                            max_queue=cfg.max_queue, timeout_s=cfg.request_timeout_s,
                            on_batch=metrics.batch_size.observe,
-                           on_queue=metrics.queue_depth.set,
                            on_done=lambda n, seconds: metrics.batch_seconds.observe(seconds),
                            on_drop=lambda reason: metrics.dropped.labels(reason).inc())
+    metrics.queue_depth.set_function(lambda: batcher.depth)  # read when scraped
     state = ServeState()
     gate = Gate(batcher, state, metrics, predictor.count_tokens, cfg.max_input_tokens)
 
@@ -234,7 +235,8 @@ def _ops_routes(app: FastAPI, predictor: Predictor, cfg: ServeJob, state: ServeS
                 "max_queue": cfg.max_queue, "max_items": cfg.max_items,
                 "max_input_chars": cfg.max_input_chars,
                 "max_input_tokens": cfg.max_input_tokens,
-                "request_timeout_s": cfg.request_timeout_s}
+                "request_timeout_s": cfg.request_timeout_s,
+                "pid": os.getpid()}  # which worker answered (workers > 1)
 
 
 def _predict_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: list[Any],

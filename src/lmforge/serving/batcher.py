@@ -75,7 +75,6 @@ class MicroBatcher:
         timeout_s: Longest wait of an item before it starts (None: no limit); also the
             bound on the expected wait above which new items are refused.
         on_batch: Called with the number of inputs of every batch run (metrics).
-        on_queue: Called with the number of inputs waiting whenever it changes (metrics).
         on_done: Called with ``(inputs, seconds)`` after every batch (metrics).
         on_drop: Called with ``"cancelled"`` or ``"expired"`` for each item dropped from the
             queue without being computed (metrics).
@@ -86,7 +85,6 @@ class MicroBatcher:
                  max_wait_ms: float = 5.0, *, max_queue: int | None = None,
                  timeout_s: float | None = None,
                  on_batch: Callable[[int], None] | None = None,
-                 on_queue: Callable[[int], None] | None = None,
                  on_done: Callable[[int, float], None] | None = None,
                  on_drop: Callable[[str], None] | None = None,
                  executor: ThreadPoolExecutor | None = None) -> None:
@@ -96,7 +94,6 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.timeout_s = timeout_s
         self.on_batch = on_batch or (lambda n: None)
-        self.on_queue = on_queue or (lambda n: None)
         self.on_done = on_done or (lambda n, s: None)
         self.on_drop = on_drop or (lambda reason: None)
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="lmforge-batch")
@@ -170,7 +167,6 @@ class MicroBatcher:
         item.future.add_done_callback(lambda _: self._unqueue(item))
         self._items.append(item)
         self._waiting += size
-        self.on_queue(self._waiting)
         self._wakeup.set()
         return item.future
 
@@ -192,7 +188,6 @@ class MicroBatcher:
         if item.queued:
             item.queued = False
             self._waiting -= item.size
-            self.on_queue(self._waiting)
             if item.future.cancelled():
                 self.on_drop("cancelled")
 
