@@ -85,8 +85,8 @@ def parse_number(match: re.Match[str]) -> Number:
     sign = -1.0 if match["sign"] in ("-", "\u2212") else 1.0
     decimals = len(digits.split(".")[1]) if "." in digits else 0
     exponent = int(match["exp"][1:].replace("\u2212", "-")) if match["exp"] else 0
-    value = sign * float(digits) * 10.0**exponent
-    return Number(match.group(0).strip(), value, 10.0 ** (exponent - decimals))
+    value = sign * float(f"{digits}e{exponent}")  # 1e400 -> inf, not an OverflowError
+    return Number(match.group(0).strip(), value, float(f"1e{exponent - decimals}"))
 
 
 def numbers_in(text: str) -> Iterator[Number]:

@@ -3,36 +3,54 @@
 Targets (each a separate server process on a free loopback port, started and stopped here):
 
 - lmforge serve, backend=torch precision=fp32
-- lmforge serve, backend=torch precision=bf16 (emulated, so slow, on a CPU without bf16)
 - lmforge serve, backend=onnx on EXPORT/onnx and on EXPORT/onnx-int8
-  (make them with `lmforge export --output-dir EXPORT RUN format=onnx quantize=int8`)
+  (make them with `lmforge export --output-dir EXPORT RUN quantize=int8`)
+- lmforge serve with workers=2 (one process per core, threads=1 each) on the best backend
 - peer: a minimal FastAPI app around `pipeline("text-classification", model=RUN/model)`,
   one request per forward pass, a sync endpoint (FastAPI runs it in its thread pool): what a
   user writes first.
 
-Each target is driven by 1, 8 and 32 concurrent clients (asyncio + httpx) sending real SST-2
-dev sentences, one per request, for at most --requests requests or --max-seconds seconds per
-cell. Throughput (req/s) and p50 / p99 latency go to bench/results/serve_load.{json,md}.
+Each target is driven by 1, 8, 32, 100 and 300 closed-loop clients (`serve_client.py`: raw
+asyncio HTTP/1.1 keep-alive connections; a 503 is retried after its Retry-After) sending
+SST-2 dev sentences, one per request, for at most --requests requests or --seconds seconds
+per cell. A cell records req/s of 200 answers, p50 / p99 / max latency, errors split by
+status, and for lmforge the mean batch size and event-loop lag from /metrics.
+
+With --pin (where `taskset` exists) the matrix runs again with the load generator on core 0
+and the server on core 1. --accuracy sends the 872 dev sentences through every target once.
+--soak S runs the best lmforge target at 32 clients for S seconds, sampling its resident
+memory. --faults runs bench/serve_faults.py. --all does all of it (about 40 minutes on 2
+cores): the one command behind every serving table of BENCHMARKS.md.
+
+Results: bench/results/serve_load.{json,md} (matrix, pinned matrix, accuracy),
+serve_soak.{json,md}, serve_faults.{json,md}.
 
 Usage:
-    .venv/bin/python bench/serve_load.py --run runs/sst2 --export exports/sst2 \
-        [--requests 500] [--concurrency 1 8 32] [--threads 2] [--max-seconds 60]
+    .venv/bin/python bench/serve_load.py --run runs/sst2 --export exports/sst2 --all
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info  # noqa: E402
+from serve_client import encode, run, run_clients, run_httpx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sst2"
@@ -74,189 +92,374 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def sentences(limit: int | None = None) -> list[str]:
-    """SST-2 dev sentences (the `sentence` column of dev.tsv)."""
+def dev_set() -> tuple[list[str], list[str]]:
+    """SST-2 dev sentences and their gold labels."""
     path = DATA / "dev.tsv"
     if not path.is_file():
         sys.exit(f"skipped: {path} not found (the shared datasets are not beside this repo)")
     lines = path.read_text(encoding="utf-8").splitlines()
-    column = lines[0].split("\t").index("sentence")
-    texts = [line.split("\t")[column] for line in lines[1:] if line.strip()]
-    return texts[:limit] if limit else texts
+    header = lines[0].split("\t")
+    rows = [line.split("\t") for line in lines[1:] if line.strip()]
+    return ([r[header.index("sentence")] for r in rows],
+            [r[header.index("label")] for r in rows])
 
 
 def targets(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    threads = args.threads
     serve = [sys.executable, "-m", "lmforge", "serve", "log_level=warning",
-             f"max_batch_size={args.max_batch_size}", f"max_wait_ms={args.max_wait_ms}"]
-    if args.threads:
-        serve.append(f"threads={args.threads}")
-    out = [{"name": "lmforge torch fp32", "cmd": serve + [args.run, "precision=fp32"],
-            "ready": "/ready"},
-           {"name": "lmforge torch bf16", "cmd": serve + [args.run, "precision=bf16"],
-            "ready": "/ready"}]
+             f"max_batch_size={args.max_batch_size}", f"max_wait_ms={args.max_wait_ms}",
+             f"max_queue={args.max_queue}"]
+    out = [{"name": "lmforge torch fp32", "cmd": serve + [args.run, "precision=fp32",
+                                                          f"threads={threads}"]}]
+    best = out[0]
     if args.export:
         for sub, name in (("onnx", "lmforge onnx fp32"), ("onnx-int8", "lmforge onnx int8")):
             folder = Path(args.export) / sub
             if (folder / "model.onnx").is_file():
-                out.append({"name": name, "cmd": serve + [str(folder), "backend=onnx"],
-                            "ready": "/ready"})
+                out.append({"name": name, "cmd": serve + [str(folder), "backend=onnx",
+                                                          f"threads={threads}"]})
+                best = out[-1]
             else:
                 print(f"note: {folder} has no model.onnx; {name} skipped", file=sys.stderr)
+    workers = [c for c in best["cmd"] if not c.startswith("threads=")]
+    out.append({"name": f"{best['name']} workers=2", "cmd": workers + ["workers=2",
+                                                                         "threads=1"]})
     peer = work / "peer_server.py"
     peer.write_text(PEER_APP)
     model_dir = Path(args.run) / "model" if (Path(args.run) / "model").is_dir() else args.run
-    out.append({"name": "peer: pipeline per request",
-                "cmd": [sys.executable, str(peer), str(model_dir), "{port}",
-                        str(args.threads or 0)], "ready": "/health"})
+    out.append({"name": "peer: pipeline per request", "peer": True,
+                "cmd": [sys.executable, str(peer), str(model_dir), "{port}", str(threads)]})
+    for target in out:
+        target.setdefault("peer", False)
     if args.only:
         out = [t for t in out if any(o in t["name"] for o in args.only)]
     return out
 
 
-async def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=2) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.25)
-    raise TimeoutError(f"{url} not ready after {timeout} s")
-
-
-async def drive(base: str, texts: list[str], concurrency: int, requests: int,
-                max_seconds: float) -> dict[str, Any]:
-    """`concurrency` clients share `requests` requests; stops early after `max_seconds`."""
-    import httpx
-
-    latencies: list[float] = []
-    errors = 0
-    next_index = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
-        for text in texts[:min(5, len(texts))]:  # warm the connection pool and the model
-            await client.post("/classify", json={"text": text})
-        start = time.perf_counter()
-        stop_at = start + max_seconds
-
-        async def worker() -> None:
-            nonlocal next_index, errors
-            while next_index < requests and time.perf_counter() < stop_at:
-                text = texts[next_index % len(texts)]
-                next_index += 1
-                t0 = time.perf_counter()
-                try:
-                    response = await client.post("/classify", json={"text": text})
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors += 1
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-    latencies.sort()
-
-    def pct(q: float) -> float | None:
-        if not latencies:
-            return None
-        return 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-
-    return {"concurrency": concurrency, "requests": len(latencies), "errors": errors,
-            "seconds": wall, "req_per_s": len(latencies) / wall if wall else 0.0,
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
-
-
-def run_target(target: dict[str, Any], texts: list[str], args: argparse.Namespace
-               ) -> list[dict[str, Any]]:
+@contextlib.contextmanager
+def server(target: dict[str, Any], core: int | None, timeout: float
+           ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """Start a target on a free port (pinned to ``core``), wait until it answers, stop it."""
     port = free_port()
     cmd = [c.replace("{port}", str(port)) for c in target["cmd"]]
-    if "lmforge" in cmd:
+    if not target["peer"]:
         cmd.append(f"port={port}")
+    if core is not None:
+        cmd = ["taskset", "-c", str(core)] + cmd
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    base = f"http://127.0.0.1:{port}"
-    rows = []
     try:
-        asyncio.run(wait_ready(base + target["ready"], proc, args.startup_timeout))
-        for concurrency in args.concurrency:
-            row = asyncio.run(drive(base, texts, concurrency, args.requests, args.max_seconds))
-            row["target"] = target["name"]
-            rows.append(row)
-            print(f"{target['name']:<28} c={concurrency:<3} {row['req_per_s']:8.1f} req/s  "
-                  f"p50 {row['p50_ms'] or 0:8.1f} ms  p99 {row['p99_ms'] or 0:8.1f} ms  "
-                  f"errors {row['errors']}", flush=True)
-    except (RuntimeError, TimeoutError) as err:
-        rows.append({"target": target["name"], "error": str(err)})
-        print(f"{target['name']}: {err}", file=sys.stderr)
+        deadline = time.monotonic() + timeout
+        path = "/health" if target["peer"] else "/ready"
+        while get(port, path)[0] != 200:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}: "
+                                   f"{proc.communicate()[0][-1500:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not ready after {timeout} s")
+            time.sleep(0.5)
+        yield port, proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            output, _ = proc.communicate(timeout=60)
+            proc.communicate(timeout=90)
         except subprocess.TimeoutExpired:
             proc.kill()
-            output, _ = proc.communicate()
-        if rows and "error" in rows[-1]:
-            print(output[-2000:], file=sys.stderr)
-    return rows
+            proc.communicate()
 
 
-def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    lines = ["# lmforge serve vs a pipeline-per-request server (SST-2 dev sentences)", "",
-             ", ".join(f"{k}: {v}" for k, v in meta.items()), "",
-             "| target | clients | requests | errors | req/s | p50 ms | p99 ms |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+def get(port: int, path: str) -> tuple[int, str]:
+    """A GET on loopback: (status, body), status 0 when nothing answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close"
+                         "\r\n\r\n".encode())
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+    except OSError:
+        return 0, ""
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        return int(head.split(b" ", 2)[1]), body.decode("utf-8", "replace")
+    except (IndexError, ValueError):
+        return 0, ""
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sums and counts of lmforge's batch-size and loop-lag histograms, refusals."""
+    _, text = get(port, "/metrics")
+    out: dict[str, float] = {}
+    for name in ("lmforge_batch_size_sum", "lmforge_batch_size_count",
+                 "lmforge_event_loop_lag_seconds_sum", "lmforge_event_loop_lag_seconds_count"):
+        match = re.search(rf"^{name} (\S+)$", text, re.M)
+        out[name] = float(match.group(1)) if match else 0.0
+    out["rejected"] = sum(float(v) for v in re.findall(r"^lmforge_rejected_total\{.*\} (\S+)$",
+                                                       text, re.M))
+    return out
+
+
+def drive_cell(port: int, target: dict[str, Any], texts: list[str], concurrency: int,
+               args: argparse.Namespace) -> dict[str, Any]:
+    # With workers=2 each scrape reaches one of two processes: their metrics do not add up.
+    single = not target["peer"] and "workers" not in target["name"]
+    before = scrape(port) if single else {}
+    if args.client == "httpx":
+        row = run(run_httpx(port, "/classify", [{"text": t} for t in texts], concurrency,
+                            args.requests, args.seconds))
+    else:
+        requests = [encode("/classify", {"text": t}) for t in texts]
+        run(run_clients(port, requests[:8], min(concurrency, 8), 8, 30))  # warm the pool
+        row = run(run_clients(port, requests, concurrency, args.requests, args.seconds))
+    if single:
+        after = scrape(port)
+        batches = after["lmforge_batch_size_count"] - before["lmforge_batch_size_count"]
+        inputs = after["lmforge_batch_size_sum"] - before["lmforge_batch_size_sum"]
+        ticks = (after["lmforge_event_loop_lag_seconds_count"]
+                 - before["lmforge_event_loop_lag_seconds_count"])
+        lag = (after["lmforge_event_loop_lag_seconds_sum"]
+               - before["lmforge_event_loop_lag_seconds_sum"])
+        # One worker's view (with workers=2 each process has its own /metrics).
+        row["mean_batch"] = round(inputs / batches, 1) if batches else None
+        row["loop_lag_ms"] = round(1000 * lag / ticks, 1) if ticks else None
+    return row
+
+
+def accuracy(port: int, target: dict[str, Any], texts: list[str], gold: list[str]
+             ) -> dict[str, Any]:
+    requests = [encode("/classify", {"text": t}) for t in texts]
+    row = run(run_clients(port, requests, 8, len(texts), 600, keep=True))
+    right = 0
+    for index, body in row.pop("answers").items():
+        answer = json.loads(body)
+        label = answer["label"] if target["peer"] else answer["results"][0]["label"]
+        right += label == gold[index]
+    return {"target": target["name"], "answered": row["ok"], "errors": row["errors"],
+            "accuracy": round(100 * right / len(texts), 2)}
+
+
+def matrix(args: argparse.Namespace, work: Path, texts: list[str], gold: list[str],
+           pinned: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every target at every concurrency, interleaved: all servers are up at once (idle ones
+    cost nothing) and each concurrency level visits every target in turn, so a change in
+    the machine's load over time hits all targets alike."""
+    rows, acc = [], []
+    original = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if pinned:
+        os.sched_setaffinity(0, {0})  # the load generator on core 0, the servers on core 1
+    chosen = [t for t in targets(args, work)
+              if not (pinned and "workers=2" in t["name"])]  # 2 workers on 1 core: nothing new
+    try:
+        with contextlib.ExitStack() as stack:
+            up = []
+            for target in chosen:
+                try:
+                    port, _ = stack.enter_context(server(target, 1 if pinned else None,
+                                                         args.startup_timeout))
+                    up.append((target, port))
+                except (RuntimeError, TimeoutError) as err:
+                    rows.append({"target": target["name"], "pinned": pinned,
+                                 "failed": str(err)})
+                    print(f"{target['name']}: {err}", file=sys.stderr)
+            if args.accuracy and not pinned:
+                for target, port in up:
+                    acc.append(accuracy(port, target, texts, gold))
+                    print(f"accuracy {target['name']}: {acc[-1]}", flush=True)
+            for concurrency in args.concurrency:
+                for target, port in up:
+                    row = {"target": target["name"], "pinned": pinned,
+                           **drive_cell(port, target, texts, concurrency, args)}
+                    rows.append(row)
+                    print(f"{target['name']:<34} {'pinned ' if pinned else ''}"
+                          f"c={concurrency:<3} {row['req_per_s']:7.1f} req/s  p50 "
+                          f"{row['p50_ms'] or 0:7.0f} ms  p99 {row['p99_ms'] or 0:7.0f} "
+                          f"ms  errors {row['errors_by_status']}  batch "
+                          f"{row.get('mean_batch')}", flush=True)
+    finally:
+        if original is not None:
+            os.sched_setaffinity(0, original)
+    order = {t["name"]: i for i, t in enumerate(chosen)}
+    rows.sort(key=lambda r: (order.get(r["target"], -1), r.get("concurrency", 0)))
+    return rows, acc
+
+
+def soak(args: argparse.Namespace, work: Path, texts: list[str]) -> dict[str, Any]:
+    """The best lmforge target at 32 clients for --soak seconds, sampling its RSS."""
+    import psutil
+
+    target = [t for t in targets(args, work) if not t["peer"] and "workers" not in t["name"]][-1]
+    requests = [encode("/classify", {"text": t}) for t in texts]
+    samples: list[tuple[float, float]] = []
+    with server(target, None, args.startup_timeout) as (port, proc):
+        process = psutil.Process(proc.pid)
+
+        async def sample(stop: asyncio.Event) -> None:
+            start = time.perf_counter()
+            while not stop.is_set():
+                samples.append((round(time.perf_counter() - start, 1),
+                                round(process.memory_info().rss / 2**20, 1)))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 10)
+
+        async def both() -> dict[str, Any]:
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(sample(stop))
+            row = await run_clients(port, requests, 32, 10**9, args.soak)
+            stop.set()
+            await sampler
+            return row
+
+        row = run(both())
+    warm = [rss for t, rss in samples if t >= min(60.0, args.soak / 4)] or [samples[-1][1]]
+    return {"target": target["name"], "seconds": args.soak, "clients": 32, **row,
+            "rss_mib_first": samples[0][1], "rss_mib_after_warmup": warm[0],
+            "rss_mib_max": max(r for _, r in samples), "rss_mib_end": samples[-1][1],
+            "rss_growth_after_warmup_mib": round(samples[-1][1] - warm[0], 1),
+            "rss_samples": samples}
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| target | clients | req/s | p50 ms | p99 ms | max ms | 200s | errors by status "
+             "| mean batch | loop lag ms |", "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['target']} | - | - | - | failed: {r['error']} | | |")
+        if "failed" in r:
+            lines.append(f"| {r['target']} | - | failed: {r['failed'][:80]} | | | | | | | |")
             continue
-        lines.append(f"| {r['target']} | {r['concurrency']} | {r['requests']} | "
-                     f"{r['errors']} | {r['req_per_s']:.1f} | {r['p50_ms'] or 0:.1f} | "
-                     f"{r['p99_ms'] or 0:.1f} |")
-    return "\n".join(lines) + "\n"
+        errors = ", ".join(f"{k}: {v}" for k, v in r["errors_by_status"].items()) or "0"
+        lines.append(f"| {r['target']} | {r['concurrency']} | {r['req_per_s']:.1f} | "
+                     f"{r['p50_ms'] or 0:.0f} | {r['p99_ms'] or 0:.0f} | {r['max_ms'] or 0:.0f} "
+                     f"| {r['ok']} | {errors} | {r.get('mean_batch') or ''} | "
+                     f"{r.get('loop_lag_ms') if r.get('loop_lag_ms') is not None else ''} |")
+    return lines
+
+
+def summarize(rows: list[dict[str, Any]], peer: str = "peer: pipeline per request"
+              ) -> dict[str, Any]:
+    """The goals' numbers from a matrix: ratios to the peer, overload vs best lower load."""
+    cells = {(r["target"], r["concurrency"]): r for r in rows if "failed" not in r}
+    out: dict[str, Any] = {"vs_peer": {}, "overload": {}}
+    for (target, concurrency), row in cells.items():
+        base = cells.get((peer, concurrency))
+        if target != peer and base and base["req_per_s"]:
+            out["vs_peer"][f"{target} / peer at {concurrency} clients"] = round(
+                row["req_per_s"] / base["req_per_s"], 2)
+    for target in {t for t, _ in cells}:
+        levels = sorted(c for t, c in cells if t == target)
+        for high in (c for c in levels if c >= 100):
+            lower = [cells[(target, c)]["req_per_s"] for c in levels if c < 100]
+            if lower and max(lower):
+                out["overload"][f"{target} at {high} clients / best below 100"] = round(
+                    cells[(target, high)]["req_per_s"] / max(lower), 2)
+    return out
+
+
+def render_matrix(data: dict[str, Any]) -> list[str]:
+    """The markdown of a serve_load results file."""
+    machine = data["machine"]
+    md = [f"# lmforge serve vs a pipeline-per-request server ({data['client']} client)", "",
+          f"{machine['cpu']}, {machine['cores']} cores, load average "
+          f"{machine['load_avg_1m_at_start']} at start, "
+          f"{machine.get('load_avg_1m_at_end', '?')} at end; threads {data['threads']}, "
+          f"max_batch_size {data['max_batch_size']}, max_wait_ms {data['max_wait_ms']}, "
+          f"max_queue {data['max_queue']}; command: `{data['command']}`", "",
+          "## Server and load generator sharing all cores", "", *table(data["rows"])]
+    if data.get("pinned"):
+        md += ["", "## Load generator on core 0, servers on core 1 (taskset)", "",
+               *table(data["pinned"])]
+    if data.get("accuracy"):
+        md += ["", "## SST-2 dev accuracy through each server", "",
+               "| target | answered | errors | accuracy % |", "|---|---:|---:|---:|"]
+        md += [f"| {a['target']} | {a['answered']} | {a['errors']} | {a['accuracy']:.2f} |"
+               for a in data["accuracy"]]
+    for key, title in (("summary", "shared cores"), ("summary_pinned", "pinned")):
+        if data.get(key):
+            md += ["", f"## Ratios ({title})", "", "| ratio | value |", "|---|---:|"]
+            md += [f"| {k} | {v:.2f} |" for part in ("vs_peer", "overload")
+                   for k, v in sorted(data[key][part].items())]
+    return md
+
+
+def write(out: Path, name: str, data: dict[str, Any], md: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="fine-tuned classifier run directory")
     parser.add_argument("--export", help="lmforge export folder (with onnx/, onnx-int8/)")
-    parser.add_argument("--requests", type=int, default=500, help="requests per cell")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="time cap per cell")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--threads", type=int, default=None, help="torch / ORT threads")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per cell (cap)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="time per cell (cap)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 100, 300])
+    parser.add_argument("--threads", type=int, default=1, help="torch / ORT threads per "
+                        "server process (both lmforge and the peer)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-queue", type=int, default=128)
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
+    parser.add_argument("--pin", action="store_true", help="also run the matrix pinned")
+    parser.add_argument("--accuracy", action="store_true", help="dev accuracy per target")
+    parser.add_argument("--soak", type=float, default=0.0, help="soak seconds (0: none)")
+    parser.add_argument("--faults", action="store_true", help="run bench/serve_faults.py")
+    parser.add_argument("--all", action="store_true", help="--pin --accuracy --soak 600 "
+                        "--faults")
+    parser.add_argument("--skip-matrix", action="store_true")
+    parser.add_argument("--rerender", action="store_true", help="recompute the ratios and "
+                        "the markdown of an existing results file, run nothing")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     parser.add_argument("--only", nargs="*", help="run targets whose name contains these")
+    parser.add_argument("--name", default="serve_load", help="results file name")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
-    import torch
-
-    from lmforge.engine.precision import cpu_supports_bf16
-
-    texts = sentences()
-    meta = {"cpus": os.cpu_count(), "threads": args.threads or torch.get_num_threads(),
-            "native_bf16": cpu_supports_bf16(), "torch": torch.__version__,
-            "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
-            "requests_per_cell": args.requests, "max_seconds_per_cell": args.max_seconds}
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="lmforge-serve-bench-") as work:
-        for target in targets(args, Path(work)):
-            rows.extend(run_target(target, texts, args))
+    if args.all:
+        args.pin, args.accuracy, args.faults = True, True, True
+        args.soak = args.soak or 600.0
+    if args.rerender:
+        path = Path(args.out) / f"{args.name}.json"
+        data = json.loads(path.read_text())
+        for row in data["rows"] + (data.get("pinned") or []):
+            if "workers" in row["target"]:  # see drive_cell: not one process's metrics
+                row["mean_batch"] = row["loop_lag_ms"] = None
+        data["summary"] = summarize(data["rows"])
+        data["summary_pinned"] = summarize(data["pinned"]) if data.get("pinned") else None
+        write(Path(args.out), args.name, data, render_matrix(data))
+        return
+    if args.pin and not (shutil.which("taskset") and (os.cpu_count() or 1) >= 2):
+        print("note: no taskset or a single core; --pin skipped", file=sys.stderr)
+        args.pin = False
+    texts, gold = dev_set()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "serve_load.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    table = markdown(rows, meta)
-    (out / "serve_load.md").write_text(table)
-    print(table)
+    meta = {"machine": machine_info(), "command": " ".join(["python"] + sys.argv),
+            "threads": args.threads, "max_batch_size": args.max_batch_size,
+            "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
+            "client": args.client, "requests_per_cell": args.requests,
+            "seconds_per_cell": args.seconds}
+    with tempfile.TemporaryDirectory(prefix="lmforge-serve-bench-") as tmp:
+        work = Path(tmp)
+        if not args.skip_matrix:
+            rows, acc = matrix(args, work, texts, gold, pinned=False)
+            pinned = matrix(args, work, texts, gold, pinned=True)[0] if args.pin else []
+            meta["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+            data = {**meta, "rows": rows, "pinned": pinned, "accuracy": acc,
+                    "summary": summarize(rows),
+                    "summary_pinned": summarize(pinned) if pinned else None}
+            write(out, args.name, data, render_matrix(data))
+        if args.soak:
+            result = soak(args, work, texts)
+            md = [f"# Soak: {result['target']}, 32 clients, {args.soak:.0f} s", "",
+                  "| req/s | 200s | errors | p50 ms | p99 ms | RSS MiB after warm-up | "
+                  "RSS MiB max | RSS MiB end | growth MiB |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                  f"| {result['req_per_s']:.1f} | {result['ok']} | {result['errors']} | "
+                  f"{result['p50_ms']:.0f} | {result['p99_ms']:.0f} | "
+                  f"{result['rss_mib_after_warmup']:.1f} | {result['rss_mib_max']:.1f} | "
+                  f"{result['rss_mib_end']:.1f} | {result['rss_growth_after_warmup_mib']:.1f} |"]
+            write(out, "serve_soak", {**meta, "soak": result}, md)
+    if args.faults:
+        subprocess.run([sys.executable, str(ROOT / "bench" / "serve_faults.py"), "--run",
+                        args.run, "--out", args.out], env=ENV, check=True)
 
 
 if __name__ == "__main__":

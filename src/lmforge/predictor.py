@@ -102,8 +102,25 @@ class Predictor:
                    for r in items]
         if not records:
             return []
+        chunks = [list(range(len(records)))] if self.generative or len(records) < 3 \
+            else length_chunks(self._lengths(records))
+        rows: list[dict[str, Any] | None] = [None] * len(records)
         with self.lock, torch.no_grad(), self.autocast():
-            return self.task.predict(self.model, self.tokenizer, self.settings, records, top_k)
+            for chunk in chunks:
+                got = self.task.predict(self.model, self.tokenizer, self.settings,
+                                        [records[i] for i in chunk], top_k)
+                for i, row in zip(chunk, got, strict=True):
+                    rows[i] = row
+        return rows  # type: ignore[return-value]
+
+    def _lengths(self, records: list[dict[str, Any]]) -> list[int]:
+        """Tokens per record (all its strings, cut at the task's max_length)."""
+        per_record = [_strings(r) for r in records]
+        flat = [s for strings in per_record for s in strings]
+        counts = iter(len(ids) for ids in self.tokenizer(
+            flat, add_special_tokens=False)["input_ids"]) if flat else iter(())
+        cap = getattr(self.settings, "max_length", None) or 10**9
+        return [min(sum(next(counts) for _ in strings) + 2, cap) for strings in per_record]
 
     def explain(self, inputs: Any, methods: list[str] | None = None, target: str | None = None,
                 **options: Any) -> list[dict[str, Any]]:
@@ -145,6 +162,54 @@ class Predictor:
             generate_text(self, "warm up", None, GenerateParams(max_new_tokens=1))
         else:
             self.predict([self.task.example_record(self.settings)])
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+CHUNK_OVERHEAD_TOKENS = 48
+"""Cost of one more forward pass, in padded tokens (Python overhead, smaller matrices)."""
+
+
+def length_chunks(lengths: list[int], overhead: int = CHUNK_OVERHEAD_TOKENS
+                  ) -> list[list[int]]:
+    """Split a batch into forward passes of similar lengths, to compute less padding.
+
+    A pass over inputs padded to their longest one costs about ``overhead + n * longest``
+    token positions. Sorted by length, the split that minimizes the total is found by
+    dynamic programming over the cut points (n <= a few hundred: microseconds). SST-2
+    sentences (25 tokens on average, up to 55) padded together waste about half the work.
+
+    Args:
+        lengths: Tokens per input.
+        overhead: Fixed cost of a pass, in token positions.
+
+    Returns:
+        Lists of input indices, one per pass (shortest inputs first).
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[j]: cost of the first j sorted inputs
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[order[j - 1]]
+        for i in range(j):
+            cost = best[i] + overhead + (j - i) * longest
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    chunks = []
+    j = n
+    while j > 0:
+        chunks.append(order[cut[j]:j])
+        j = cut[j]
+    return chunks[::-1]
 
 
 def _load_torch(source: str, precision: str) -> Predictor:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 import lmforge
 from lmforge.config import from_dict
@@ -50,6 +51,15 @@ def test_task_provides_what_other_stages_ask(name: str, tmp_path: Path) -> None:
     record = task.example_record(settings)
     assert task.check_record(settings, record) is None
     assert task.check_record(settings, {}) is not None  # and the check really checks
+    # The record model of POST /predict accepts what the check accepts, and says so.
+    model = task.input_record_model(settings)
+    valid = model.model_validate(record).model_dump(by_alias=True, exclude_none=True)
+    assert task.check_record(settings, valid) is None
+    with pytest.raises(ValidationError):
+        model.model_validate({})
+    assert model.model_json_schema()["type"] == "object"
+    if task.accepts_texts:
+        assert task.check_record(settings, task.record_from_text(settings, "a text")) is None
     # Export: ONNX outputs with an output class, or a generative task (no ONNX graph).
     assert bool(task.onnx_outputs) != task.generative
     if task.onnx_outputs:

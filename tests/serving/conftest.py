@@ -135,3 +135,94 @@ def served(app: Any) -> Iterator[TestClient]:
     with TestClient(app) as client:
         wait_ready(client)
         yield client
+
+
+@contextmanager
+def live_server(app: Any, **options: Any) -> Iterator[int]:
+    """Run ``app`` under a real uvicorn server in a thread; yield its loopback port.
+
+    The socket is bound here (port 0) and handed to uvicorn, so no other process can take
+    the port in between. ``options`` go to ``uvicorn.Config`` (e.g. ``timeout_keep_alive``).
+    """
+    import socket
+    import threading
+
+    import uvicorn
+
+    from lmforge.serving.protocol import IdleTimeoutProtocol
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, log_level="warning", http=IdleTimeoutProtocol, **options)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        sock.close()
+
+
+def raw_request(path: str, body: bytes, content_type: str = "application/json",
+                length: int | None = None) -> bytes:
+    """An HTTP/1.1 POST as bytes (``length`` overrides Content-Length)."""
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body) if length is None else length}\r\n\r\n"
+            ).encode() + body
+
+
+def read_reply(sock: Any) -> tuple[int, dict[str, str], bytes]:
+    """(status, lower-cased headers, body) of one response on a blocking socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before a response")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    while len(body) < int(headers.get("content-length", 0)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+class Gated:
+    """A predictor whose forward passes wait until :meth:`open` (deterministic queues).
+
+    ``texts`` lists the inputs of every batch that really ran.
+    """
+
+    def __init__(self, predictor: Any) -> None:
+        import dataclasses
+        import threading
+
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.texts: list[list[str]] = []
+        self.predictor = dataclasses.replace(predictor)
+        run = predictor.predict_batch
+        column = predictor.settings.text_column
+
+        def predict_batch(payloads: list[Any]) -> list[Any]:
+            self.texts.append([r[column] for records, _ in payloads for r in records])
+            self.started.set()
+            assert self.gate.wait(60), "gate never opened"
+            return run(payloads)
+
+        self.predictor.predict_batch = predict_batch  # type: ignore[method-assign]
+
+    def open(self) -> None:
+        """Let every waiting and future batch run."""
+        self.gate.set()

@@ -80,28 +80,50 @@ def test_bad_requests_limits_and_api_keys(predictor: Predictor, tmp_path: Path,
                        {"X-API-Key": "env-key-0123456789"}):
             assert client.post("/classify", json={"text": "good"}, headers=header
                                ).status_code == 200
-        # Malformed JSON and wrong fields: 422.
-        bad_json = client.post("/classify", content=b'{"text": ',
-                               headers={**auth, "content-type": "application/json"})
-        assert bad_json.status_code == 422
+        # Malformed or truncated JSON, bytes that are not UTF-8, wrong fields: 422 with a
+        # one-line detail and each problem listed.
+        for raw in (b'{"text": ', b'{"text": "good"', b"\xff\xfe", b"not json", b""):
+            bad = client.post("/classify", content=raw,
+                              headers={**auth, "content-type": "application/json"})
+            assert bad.status_code == 422, raw
+            assert "\n" not in bad.json()["detail"] and bad.json()["detail"], raw
+        assert "not valid JSON" in client.post(
+            "/classify", content=b'{"text": ', headers={**auth, "content-type":
+                                                        "application/json"}).json()["detail"]
         for body in ({"txt": "good"}, {"text": "a", "texts": ["b"]}, {"text": "a", "top_k": 0},
-                     {"text": 5}, {"text": "a", "text_pair": "b"}):
-            assert client.post("/classify", json=body, headers=auth).status_code == 422, body
-        assert client.post("/predict", json={"inputs": [{"other": "x"}]},
-                           headers=auth).status_code == 422
-        # Oversize: 413 naming the limit.
+                     {"text": 5}, {"text": "a", "text_pair": "b"}, {}, {"text": None},
+                     {"text": "a", "top_k": True}, {"text": "a", "top_k": "2"}, [1, 2]):
+            response = client.post("/classify", json=body, headers=auth)
+            assert response.status_code == 422, body
+            assert isinstance(response.json()["detail"], str), body
+            assert all({"loc", "msg", "type"} <= set(e) for e in response.json()["errors"])
+        # JSON Schema's integers include 2.0.
+        assert client.post("/classify", json={"text": "a", "top_k": 2.0}, headers=auth
+                           ).status_code == 200
+        missing = client.post("/predict", json={"inputs": [{"other": "x"}]}, headers=auth)
+        assert missing.status_code == 422 and missing.json()["detail"] == (
+            "inputs.0.text: field required")
+        # Over a limit: 422 naming it (413 for the body size, refused before parsing).
         cases = {"max_input_chars": {"text": "good " * 20},
                  "max_items": {"texts": ["good"] * 4},
                  "max_input_tokens": {"text": "good good good good good good good"}}
         for limit, body in cases.items():
             response = client.post("/classify", json=body, headers=auth)
-            assert response.status_code == 413, limit
+            assert response.status_code == 422, limit
             assert response.json()["limit"] == limit and limit in response.json()["detail"]
         huge = client.post("/classify", json={"texts": ["x"] * 1000}, headers=auth)
         assert huge.status_code == 413 and huge.json()["limit"] == "max_body_bytes"
+        # The schema states the limits the server enforces.
+        schema = client.get("/openapi.json").json()["components"]["schemas"]
+        assert schema["ClassifyRequest"]["properties"]["texts"]["maxItems"] == 3
+        assert schema["ClassifyRequest"]["properties"]["text"]["maxLength"] == 50
+        assert schema["PredictRequest"]["properties"]["inputs"]["maxItems"] == 3
+        assert schema["ClassificationInput"]["properties"]["text"]["maxLength"] == 50
+        assert set(client.get("/openapi.json").json()["components"]["securitySchemes"]) == {
+            "APIKey", "Bearer"}
         text = client.get("/metrics", headers=auth).text
         assert _metric(text, "lmforge_requests_total", '{endpoint="/classify",status="401"}') == 2
-        assert _metric(text, "lmforge_requests_total", '{endpoint="/classify",status="413"}') == 4
+        assert _metric(text, "lmforge_requests_total", '{endpoint="/classify",status="413"}') == 1
 
 
 def test_concurrent_requests_are_batched(predictor: Predictor) -> None:

@@ -1,4 +1,5 @@
-"""POST /explain on a served classifier: word scores, server limits (413), bad input (422)."""
+"""POST /explain on a served classifier: word scores, server limits in the schema and 422
+beyond them, bad input (422)."""
 
 from __future__ import annotations
 
@@ -31,15 +32,27 @@ def test_explain_route_scores_words_within_server_limits(predictor: Predictor) -
                                              "method": "occlusion", "target": "pos"})
         assert many.status_code == 200 and "budget" not in many.json()
         assert [r["target"] for r in many.json()["results"]] == ["pos", "pos"]
+        # Over the server's limits: 422 naming the field (the schema states both limits).
         over = client.post("/explain", json={"text": "good", "method": "lime", "budget": 17})
-        assert over.status_code == 413 and over.json()["limit"] == "explain_max_budget"
+        assert over.status_code == 422 and "budget" in over.json()["detail"]
         off = client.post("/explain", json={"text": "good", "method": "shap"})
-        assert off.status_code == 413 and off.json()["limit"] == "explain_methods"
+        assert off.status_code == 422 and "method" in off.json()["detail"]
         for bad in ({"text": "good", "budget": 0}, {"text": ""}, {"text": "good",
                                                                   "target": "maybe"},
                     {"text": "good", "method": "magic"}, {"text": "a", "texts": ["b"]},
                     {"text": "good", "text_pair": "x"}):
             assert client.post("/explain", json=bad).status_code == 422, bad
         schema = client.get("/openapi.json").json()
-        assert "ExplainRequest" in schema["components"]["schemas"]
-        assert "413" in schema["paths"]["/explain"]["post"]["responses"]
+        request = schema["components"]["schemas"]["ExplainRequest"]["properties"]
+        assert request["budget"]["maximum"] == 16
+        assert request["method"]["enum"] == ["ig", "occlusion", "lime"]
+        assert "text_pair" not in request  # a single-text model takes no pairs
+        assert request["target"]["enum"] == ["neg", "pos"]
+        assert request["text"]["pattern"]  # blank texts are refused by the schema
+        # Text the tokenizer drops entirely (a zero-width space): a prediction, no words.
+        wordless = client.post("/explain", json={"texts": ["\u200b", "good"], "tokens": True,
+                                                 "method": "occlusion"})
+        assert wordless.status_code == 200, wordless.text
+        first, second = wordless.json()["results"]
+        assert first["words"] == [] and first["tokens"] == [] and first["label"] in {"neg", "pos"}
+        assert [w["word"] for w in second["words"]] == ["good"]

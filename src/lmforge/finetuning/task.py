@@ -30,12 +30,20 @@ Life of a task in a run::
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    model_validator,
+)
 
 from lmforge.config import check_choice, opt
 
@@ -83,28 +91,137 @@ class TaskSettings:
     max_length: int = opt(128, "Tokens per input (longer inputs are cut or windowed).")
 
 
-class Strict(BaseModel):
-    """A request body that rejects unknown fields."""
+NON_BLANK = (r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
+             r"\u3000]")
+"""Pattern of a string with a non-whitespace character, whitespace as Python's ``str.split``
+and ``str.strip`` define it (JSON Schema's ``\\S`` would count ``\\x1c``-``\\x1f`` as text and
+so promise inputs the server then finds blank)."""
 
-    model_config = ConfigDict(extra="forbid")
+NonBlank = Annotated[str, Field(pattern=NON_BLANK)]
+"""A string that is not empty or whitespace only (its OpenAPI schema says so)."""
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 3.0 as an integer; strict pydantic would not.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+"""An integer as JSON Schema means it: ``3`` or ``3.0``, but not ``true`` or ``"3"``."""
+
+
+def describe_choices(schema: dict[str, Any], cls: type) -> None:
+    """Make a request model's JSON schema say what its validators check.
+
+    Fields declared ``x: str = None`` are optional but never null: their ``default: null`` is
+    dropped. ``one_of`` / ``any_of`` (class attributes naming fields, by alias) become
+    ``oneOf`` / ``anyOf`` lists of ``required`` clauses.
+    """
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop and prop["default"] is None:
+            rest = {k: v for k, v in prop.items() if k != "default"}
+            if '"null"' not in json.dumps(rest):  # the type itself is not nullable
+                del prop["default"]
+    for key, names in (("oneOf", getattr(cls, "one_of", ())),
+                       ("anyOf", getattr(cls, "any_of", ()))):
+        if names:
+            schema[key] = [{"required": [name]} for name in names]
+
+
+class _Choice(BaseModel):
+    """Checks ``one_of`` (exactly one given) and ``any_of`` (at least one given)."""
+
+    one_of: ClassVar[tuple[str, ...]] = ()
+    """Aliases of fields of which exactly one must be given."""
+    any_of: ClassVar[tuple[str, ...]] = ()
+    """Aliases of fields of which at least one must be given."""
+
+    @model_validator(mode="after")
+    def _choice(self) -> _Choice:
+        given = {f.alias or name for name, f in type(self).model_fields.items()
+                 if getattr(self, name) is not None}
+        if self.one_of and len(given & set(self.one_of)) != 1:
+            raise ValueError(f"give exactly one of {list(self.one_of)}")
+        if self.any_of and not given & set(self.any_of):
+            raise ValueError(f"give at least one of {list(self.any_of)}")
+        return self
+
+
+class Strict(_Choice):
+    """A request body that rejects unknown fields and wrong JSON types (no ``true`` for an
+    integer, no ``"1"`` for a number), and whose schema says what it checks."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=describe_choices)
+
+
+class InputRecord(_Choice):
+    """One input record of ``POST /predict``: the fields the task reads; others are ignored
+    (records read from files carry labels and ids)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra=describe_choices,
+                              populate_by_name=False)
+
+
+def record_model(name: str, fields: dict[str, tuple[Any, Any]], doc: str, *,
+                 one_of: tuple[str, ...] = (),
+                 any_of: tuple[str, ...] = ()) -> type[InputRecord]:
+    """An :class:`InputRecord` model with fields named after the run's columns.
+
+    Args:
+        name: The model's name (its OpenAPI component), e.g. ``ClassificationInput``.
+        fields: Column name -> ``(type, Field(...))``; required unless the field has a default
+            (``Field(None)``: optional, never null).
+        doc: The model's description (OpenAPI).
+        one_of: Columns of which exactly one must be given.
+        any_of: Columns of which at least one must be given.
+
+    Returns:
+        The model class (its ``model_dump(by_alias=True, exclude_none=True)`` is the record).
+    """
+    # Columns are aliases of generic attribute names: a column may be called "schema" or
+    # "model_config", which a pydantic attribute cannot.
+    definitions = {f"field_{i}": (Annotated[kind, Field(alias=column)], info)
+                   for i, (column, (kind, info)) in enumerate(fields.items())}
+    model = create_model(name, __base__=InputRecord, __doc__=doc, **definitions)
+    model.one_of, model.any_of = one_of, any_of
+    return model
 
 
 class OneOrManyTexts(Strict):
     """A request with one ``text`` or several ``texts``."""
 
-    text: str | None = Field(None, description="One input text.")
-    texts: list[str] | None = Field(None, min_length=1,
-                                    description="Several input texts (one batch).")
-
-    @model_validator(mode="after")
-    def _one_of(self) -> OneOrManyTexts:
-        if (self.text is None) == (self.texts is None):
-            raise ValueError("give exactly one of 'text' or 'texts'")
-        return self
+    one_of: ClassVar[tuple[str, ...]] = ("text", "texts")
+    text: str = Field(None, description="One input text.")
+    texts: list[str] = Field(None, min_length=1, description="Several input texts (one batch).")
 
     def all_texts(self) -> list[str]:
         """The inputs as a list."""
         return [self.text] if self.text is not None else list(self.texts or [])
+
+
+def _pair_schema(schema: dict[str, Any], cls: type) -> None:
+    describe_choices(schema, cls)
+    # The shape of text_pair follows text / texts (the equal length is checked, not schema).
+    schema["oneOf"] = [
+        {"required": ["text"], "properties": {"text_pair": {"type": "string"}}},
+        {"required": ["texts"], "properties": {"text_pair": {"type": "array"}}}]
+
+
+class OneOrManyTextPairs(OneOrManyTexts):
+    """A request with one ``text`` and its ``text_pair``, or ``texts`` and as many pairs."""
+
+    model_config = ConfigDict(json_schema_extra=_pair_schema)
+    text_pair: str | list[str] = Field(
+        ..., description="Second text(s): a string with 'text', a list as long as 'texts'.")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> OneOrManyTextPairs:
+        many = isinstance(self.text_pair, list)
+        if many != (self.texts is not None) or (many and len(self.text_pair) != len(
+                self.texts or [])):
+            raise ValueError("text_pair must be a string with 'text' or a list as long as "
+                             "'texts'")
+        return self
 
 
 @dataclass(frozen=True)
@@ -227,6 +344,9 @@ class Task:
         labels = getattr(settings, "labels", None)
         return list(labels) if labels else None
 
+    accepts_texts: ClassVar[bool] = True
+    """A bare string is an input (:meth:`record_from_text`); False where records are needed."""
+
     def rewritable_columns(self, settings: Any) -> list[str]:
         """Input columns that may be rewritten word by word without changing the label
         (data augmentation, word-level attacks); empty where labels are tied to the exact
@@ -236,6 +356,15 @@ class Task:
     def record_from_text(self, settings: Any, text: str) -> dict[str, Any]:
         """The input record for a bare text (a line of ``lmforge predict``'s input)."""
         return {settings.text_column: text}
+
+    def input_record_model(self, settings: Any) -> type[InputRecord]:
+        """The pydantic model of one input record (``POST /predict``'s items, its schema).
+
+        It must accept exactly the records :meth:`check_record` accepts (restricted to the
+        fields it declares); build it with :func:`record_model`.
+        """
+        return record_model("TextInput", {settings.text_column: (
+            str, Field(..., description="The text."))}, "One input text.")
 
     def example_record(self, settings: Any) -> dict[str, Any]:
         """One small valid input (server warm-up, tests)."""

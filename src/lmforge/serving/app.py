@@ -1,13 +1,15 @@
 """The FastAPI application of ``lmforge serve``, built by :func:`create_app`.
 
 Routes: ``/health`` (liveness), ``/ready`` (model loaded and warmed), ``/metrics``
-(Prometheus), ``/predict`` (the rows of ``lmforge predict``) and the served task's own route,
-which the task defines (:meth:`~lmforge.finetuning.task.Task.http_route`: ``/classify``,
-``/entities``, ``/answer``), or ``/generate`` for a generative task. OpenAPI docs are at
-``/docs``.
+(Prometheus), ``/info``, ``/predict`` (the rows of ``lmforge predict``) and the served task's
+own route, which the task defines (:meth:`~lmforge.finetuning.task.Task.http_route`:
+``/classify``, ``/entities``, ``/answer``), or ``/generate`` for a generative task. OpenAPI
+docs are at ``/docs``; ``/openapi.json`` states the served task's input fields and the
+server's limits, and every error is one documented JSON shape (:mod:`.errors`).
 
 Every prediction except ``/generate`` goes through the :class:`MicroBatcher`, so requests
-that arrive together share one forward pass.
+that arrive together share one forward pass; the :class:`~.admission.Gate` in front of it
+refuses work early (503) when the queue is full, not ready or draining.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import inspect
 import json
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,21 +27,25 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.security import APIKeyHeader, HTTPBearer
 
 from lmforge import __version__
-from lmforge.errors import LmforgeError
 from lmforge.finetuning.task import Route
 from lmforge.predictor import Predictor
-from lmforge.serving.batcher import BatcherClosed, MicroBatcher
+from lmforge.serving.admission import ClientGone, Gate, ServeState, until_disconnect
+from lmforge.serving.batcher import MicroBatcher
+from lmforge.serving.errors import Unavailable, error_body, install_error_handlers, responses
 from lmforge.serving.generation import GenerateParams, finish_reply, generate_text, stream_text
+from lmforge.serving.limits import check_limits, document_limits, strings_in
 from lmforge.serving.metrics import MetricsMiddleware, ServerMetrics
 from lmforge.serving.schemas import (
-    ErrorResponse,
-    GenerateRequest,
     GenerateResponse,
-    PredictRequest,
+    Health,
     PredictResponse,
+    Readiness,
+    generate_request_model,
+    predict_request_model,
 )
 from lmforge.serving.security import (
     BodyLimitMiddleware,
@@ -50,32 +57,8 @@ from lmforge.serving.settings import ServeJob
 
 log = logging.getLogger(__name__)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
-    413: {"model": ErrorResponse, "description": "An input exceeds a configured limit."},
-    503: {"model": ErrorResponse, "description": "Not ready yet, or shutting down."},
-    504: {"model": ErrorResponse, "description": "Took longer than request_timeout_s."},
-}
 _END = object()
-
-
-class LimitExceeded(Exception):
-    """An input is over a configured limit (answered with 413)."""
-
-    def __init__(self, message: str, limit: str) -> None:
-        super().__init__(message)
-        self.limit = limit
-
-
-def _strings(value: Any) -> list[str]:
-    """Every string inside a record (nested lists / dicts included)."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
+PREDICTION_ERRORS = (408, 413, 422, 500, 503, 504)
 
 
 def create_app(predictor: Predictor, settings: ServeJob | None = None,
@@ -84,12 +67,14 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
 
     Args:
         predictor: The model to serve (:func:`~lmforge.predictor.load_predictor`).
-        settings: Limits, batching and auth (defaults of :class:`ServeJob`).
+        settings: Limits, batching, queue and auth (defaults of :class:`ServeJob`).
         api_keys: Accepted keys; None reads them from ``settings`` (list, file, env var).
 
     Returns:
         The FastAPI app; its lifespan starts the batcher, warms the model up in the
-        background (``/ready`` is 503 until then) and drains the queue on shutdown.
+        background (``/ready`` is 503 until then) and drains the queue on shutdown;
+        ``app.state.drain(timeout_s)`` refuses new work and waits for admitted requests
+        (the server calls it on SIGTERM).
     """
     cfg = settings or ServeJob()
     keys = api_keys if api_keys is not None else load_api_keys(
@@ -97,27 +82,33 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
     metrics = ServerMetrics()
     metrics.model_info.labels(predictor.task_name, predictor.backend, predictor.precision).set(1)
     batcher = MicroBatcher(predictor.predict_batch, cfg.max_batch_size, cfg.max_wait_ms,
+                           max_queue=cfg.max_queue, timeout_s=cfg.request_timeout_s,
                            on_batch=metrics.batch_size.observe,
-                           on_queue=metrics.queue_depth.set)
-    state: dict[str, Any] = {"ready": False, "error": None}
+                           on_done=lambda n, seconds: metrics.batch_seconds.observe(seconds),
+                           on_drop=lambda reason: metrics.dropped.labels(reason).inc())
+    metrics.queue_depth.set_function(lambda: batcher.depth)  # read when scraped
+    state = ServeState()
+    gate = Gate(batcher, state, metrics, predictor.count_tokens, cfg.max_input_tokens)
 
     async def warm() -> None:
         try:
             await asyncio.to_thread(predictor.warmup)
-            state["ready"] = True
+            state.ready = True
         except Exception as err:  # noqa: BLE001 - reported by /ready, the server stays up
             log.exception("warm-up failed")
-            state["error"] = f"{type(err).__name__}: {err}"
+            state.error = f"{type(err).__name__}: {err}"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await batcher.start()
         warming = asyncio.create_task(warm())
+        watching = asyncio.create_task(metrics.watch_loop())
         try:
             yield
         finally:
             # New work is refused (503), queued work is still answered, then the worker ends.
-            state["ready"] = False
+            state.ready, state.draining = False, True
+            watching.cancel()
             await warming
             await batcher.stop()
 
@@ -126,113 +117,29 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
                               f"{predictor.source} ({predictor.backend}, "
                               f"{predictor.precision}).")
     app.state.predictor, app.state.settings, app.state.metrics = predictor, cfg, metrics
-    app.state.batcher, app.state.status = batcher, state
-    task, settings = predictor.task, predictor.settings
-    route = task.http_route(settings)
+    app.state.batcher, app.state.status, app.state.gate = batcher, state, gate
+    app.state.drain = gate.drain
+    install_error_handlers(app)
+
+    @app.exception_handler(ClientGone)
+    async def _gone(request: Request, err: ClientGone) -> Response:
+        # Nobody reads it; the status only labels the request in /metrics (nginx's 499).
+        return JSONResponse(error_body("the client disconnected"), status_code=499)
+
+    auth = _auth(keys)
+    route = predictor.task.http_route(predictor.settings)
     task_path = route.path if route is not None else "/generate" if predictor.generative \
         else "/predict"
-
-    async def require_key(request: Request) -> None:
-        if keys and not key_matches(presented_key(request.headers), keys):
-            missing = presented_key(request.headers) is None
-            raise HTTPException(401, "missing API key: send X-API-Key or Authorization: "
-                                     "Bearer" if missing else "wrong API key",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    auth = [Depends(require_key)]
-
-    @app.exception_handler(LimitExceeded)
-    async def _limit(request: Request, err: LimitExceeded) -> JSONResponse:
-        return JSONResponse({"detail": str(err), "limit": err.limit}, status_code=413)
-
-    @app.exception_handler(LmforgeError)
-    async def _user_error(request: Request, err: LmforgeError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=422)
-
-    def check_texts(texts: list[str], items: int = 1) -> None:
-        if items > cfg.max_items:
-            raise LimitExceeded(f"{items} inputs in one request; the limit is max_items="
-                                f"{cfg.max_items}", "max_items")
-        for text in texts:
-            if len(text) > cfg.max_input_chars:
-                raise LimitExceeded(f"an input has {len(text)} characters; the limit is "
-                                    f"max_input_chars={cfg.max_input_chars}", "max_input_chars")
-        if cfg.max_input_tokens is not None:
-            for text in texts:
-                n = predictor.count_tokens(text)
-                if n > cfg.max_input_tokens:
-                    raise LimitExceeded(f"an input has {n} tokens; the limit is "
-                                        f"max_input_tokens={cfg.max_input_tokens}",
-                                        "max_input_tokens")
-
-    def check_ready() -> None:
-        if not state["ready"]:
-            raise HTTPException(503, "model is not ready yet; poll /ready")
-
-    async def batched(records: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
-        check_ready()
-        try:
-            return await asyncio.wait_for(batcher.submit((records, top_k), len(records)),
-                                          cfg.request_timeout_s)
-        except asyncio.TimeoutError:
-            raise HTTPException(504, f"no answer within request_timeout_s="
-                                     f"{cfg.request_timeout_s}") from None
-        except BatcherClosed:
-            raise HTTPException(503, "the server is shutting down") from None
-
-    @app.get("/health", tags=["ops"])
-    async def health() -> dict[str, str]:
-        """Liveness: 200 while the process serves HTTP."""
-        return {"status": "ok"}
-
-    @app.get("/ready", tags=["ops"], responses={503: _ERRORS[503]})
-    async def ready() -> JSONResponse:
-        """Readiness: 200 once the model is loaded and warmed up, 503 before and at shutdown."""
-        if state["ready"]:
-            return JSONResponse({"status": "ready", "task": predictor.task_name})
-        status = "failed" if state["error"] else "loading"
-        return JSONResponse({"status": status, "detail": state["error"]}, status_code=503)
-
-    @app.get("/metrics", tags=["ops"], dependencies=auth, responses={401: _ERRORS[401]})
-    async def prometheus() -> Response:
-        """Prometheus text format: requests, latency, batch sizes, queue depth."""
-        body, content_type = metrics.render()
-        return Response(body, media_type=content_type)
-
-    @app.get("/info", tags=["ops"], dependencies=auth, responses={401: _ERRORS[401]})
-    async def model_info() -> dict[str, Any]:
-        """The served model and the server's limits (and its `lmforge attack` report)."""
-        report = Path(predictor.source) / "robustness.json"  # seam: issue 11
-        robustness = json.loads(report.read_text("utf-8")) if report.is_file() else None
-        return {"task": predictor.task_name, "robustness": robustness, "backend": predictor.backend,
-                "precision": predictor.precision, "source": predictor.source,
-                "labels": predictor.labels, "route": task_path,
-                "max_batch_size": cfg.max_batch_size,
-                "max_wait_ms": cfg.max_wait_ms, "max_items": cfg.max_items,
-                "max_input_chars": cfg.max_input_chars,
-                "max_input_tokens": cfg.max_input_tokens}
-
-    @app.post("/predict", response_model=PredictResponse, tags=["predict"],
-              dependencies=auth, responses=_ERRORS)
-    async def predict(req: PredictRequest) -> PredictResponse:
-        """The rows ``lmforge predict`` writes for these records (bare strings are texts)."""
-        records = [r if isinstance(r, dict) else task.record_from_text(settings, r)
-                   for r in req.inputs]
-        check_texts([s for r in records for s in _strings(r)], len(records))
-        for record in records:
-            problem = task.check_record(settings, record)
-            if problem:
-                raise HTTPException(422, problem)
-        return PredictResponse(results=await batched(records, req.top_k))
-
+    _ops_routes(app, predictor, cfg, state, metrics, auth, task_path)
+    _predict_route(app, predictor, cfg, auth, gate)
     if route is not None:
-        _task_route(app, route, settings, auth, check_texts, batched)
+        _task_route(app, route, predictor.settings, cfg, auth, gate)
     elif predictor.generative:
-        _generate_route(app, predictor, cfg, auth, state, check_texts)
-    if task.serves_explanations:
+        _generate_route(app, predictor, cfg, auth, gate)
+    if predictor.task.serves_explanations:
         from lmforge.serving.explain_route import mount_explain_route  # POST /explain
 
-        mount_explain_route(app, predictor, cfg, auth, state, check_texts, _ERRORS)
+        mount_explain_route(app, predictor, cfg, auth, gate)
 
     route_paths: set[str] = set()
 
@@ -241,76 +148,199 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
             route_paths.update(getattr(r, "path", "") for r in app.routes)
         return route_paths
 
-    # Added last = outermost: the metrics also count the 413s of the body limit.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
+    # Added last = outermost: the metrics also count the 408s / 413s of the body guard.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes,
+                       timeout_s=cfg.body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=known_paths)
+    _document_limits(app, cfg, {"/predict", task_path, "/explain"})
     return app
 
 
-def _task_route(app: FastAPI, route: Route, settings: Any, auth: list[Any],
-                check_texts: Callable[..., None],
-                batched: Callable[..., Any]) -> None:
+def _auth(keys: list[str]) -> list[Any]:
+    """The route dependency checking API keys (none when auth is off)."""
+    if not keys:
+        return []
+    # Declared as security schemes so /openapi.json tells a client how to authenticate.
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="APIKey")
+    bearer = HTTPBearer(auto_error=False, scheme_name="Bearer")
+
+    async def require_key(request: Request, _key: Any = Depends(header),
+                          _bearer: Any = Depends(bearer)) -> None:
+        given = presented_key(request.headers)
+        if not key_matches(given, keys):
+            raise HTTPException(401, "missing API key: send X-API-Key or Authorization: "
+                                     "Bearer" if given is None else "wrong API key",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return [Depends(require_key)]
+
+
+def _document_limits(app: FastAPI, cfg: ServeJob, paths: set[str]) -> None:
+    """Serve an OpenAPI schema that states max_items / max_input_chars on those routes."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document_limits(FastAPI.openapi(app), paths, cfg.max_items, cfg.max_input_chars)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _post(app: FastAPI, path: str, body: type, handler: Callable[..., Any], doc: str,
+          auth: list[Any], **options: Any) -> None:
+    """Mount ``POST path`` whose body model is only known at run time (the served task's).
+
+    FastAPI reads the body model from the handler's signature: ``(request, req: body)``.
+    """
+    handler.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          annotation=Request),
+        inspect.Parameter("req", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=body)])
+    handler.__doc__ = doc
+    errors = responses(*PREDICTION_ERRORS, *((401,) if auth else ()))
+    app.post(path, tags=["predict"], dependencies=auth, name=path.strip("/"),
+             responses={**errors, **options.pop("responses", {})}, **options)(handler)
+
+
+def _ops_routes(app: FastAPI, predictor: Predictor, cfg: ServeJob, state: ServeState,
+                metrics: ServerMetrics, auth: list[Any], task_path: str) -> None:
+    """``/health``, ``/ready``, ``/metrics``, ``/info``."""
+    secured = responses(401) if auth else {}
+
+    @app.get("/health", tags=["ops"], response_model=Health)
+    async def health() -> dict[str, str]:
+        """Liveness: 200 while the process serves HTTP."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"], response_model=Readiness,
+             responses={503: {"model": Readiness, "description": "Loading, failed or "
+                                                                 "shutting down."}})
+    async def ready() -> JSONResponse:
+        """Readiness: 200 once the model is loaded and warmed up, 503 before and at shutdown."""
+        body = {"status": state.status, "task": predictor.task_name}
+        if state.status == "ready":
+            return JSONResponse(body)
+        detail = state.error or ("shutting down" if state.draining else "warming up")
+        return JSONResponse({**body, "detail": detail}, status_code=503)
+
+    @app.get("/metrics", tags=["ops"], dependencies=auth, response_class=PlainTextResponse,
+             responses=secured)
+    async def prometheus() -> Response:
+        """Prometheus text format: requests, latency, batches, queue, refusals, loop lag."""
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.get("/info", tags=["ops"], dependencies=auth, responses=secured)
+    async def model_info() -> dict[str, Any]:
+        """The served model, the server's limits, and the model's ``lmforge attack`` report."""
+        report = Path(predictor.source) / "robustness.json"
+        robustness = json.loads(report.read_text("utf-8")) if report.is_file() else None
+        return {"task": predictor.task_name, "robustness": robustness,
+                "backend": predictor.backend,
+                "precision": predictor.precision, "source": predictor.source,
+                "labels": predictor.labels, "route": task_path,
+                "max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms,
+                "max_queue": cfg.max_queue, "max_items": cfg.max_items,
+                "max_input_chars": cfg.max_input_chars,
+                "max_input_tokens": cfg.max_input_tokens,
+                "request_timeout_s": cfg.request_timeout_s,
+                "pid": os.getpid()}  # which worker answered (workers > 1)
+
+
+def _predict_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: list[Any],
+                   gate: Gate) -> None:
+    """``POST /predict``: records of the served task (its input fields in the schema)."""
+    task, settings = predictor.task, predictor.settings
+    request_model = predict_request_model(
+        task.input_record_model(settings),
+        (lambda text: task.record_from_text(settings, text)) if task.accepts_texts else None)
+
+    async def predict(request: Request, req: Any) -> dict[str, Any]:
+        body = req.model_dump(by_alias=True, exclude_none=True)
+        check_limits(body, cfg.max_items, cfg.max_input_chars)
+        records = body["inputs"]
+        for record in records:
+            problem = task.check_record(settings, record)
+            if problem:  # the record model should have said so: a task defect
+                raise HTTPException(422, problem)
+        gate.check_tokens(strings_in(records))
+        return {"results": await gate.run(request.receive, records, body["top_k"])}
+
+    _post(app, "/predict", request_model, predict,
+          "The rows ``lmforge predict`` writes for these records (bare strings are texts).",
+          auth, response_model=PredictResponse)
+
+
+def _task_route(app: FastAPI, route: Route, settings: Any, cfg: ServeJob, auth: list[Any],
+                gate: Gate) -> None:
     """Mount the task's own route: its request schema in, its response schema out."""
 
-    async def handler(req: Any) -> dict[str, Any]:
+    async def handler(request: Request, req: Any) -> dict[str, Any]:
+        check_limits(req.model_dump(by_alias=True, exclude_none=True), cfg.max_items,
+                     cfg.max_input_chars)
         call = route.call(req, settings)  # a request the model cannot take: DataError, 422
+        gate.check_tokens(call.texts)
         todo = [i for i, record in enumerate(call.records) if record is not None]
-        check_texts(call.texts, len(call.records))
-        rows = await batched([call.records[i] for i in todo], call.top_k) if todo else []
+        rows = await gate.run(request.receive, [call.records[i] for i in todo],
+                              call.top_k) if todo else []
         aligned: list[Any] = [None] * len(call.records)
         for i, row in zip(todo, rows, strict=True):
             aligned[i] = row
         return route.respond(req, aligned)
 
-    # FastAPI reads the body model from the signature; the task's class is only known here.
-    handler.__signature__ = inspect.Signature([inspect.Parameter(  # type: ignore[attr-defined]
-        "req", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=route.request)])
-    handler.__doc__ = route.description
-    app.post(route.path, response_model=route.response,
-             response_model_exclude_none=route.exclude_none, tags=["predict"],
-             dependencies=auth, responses=_ERRORS, name=route.path.strip("/"))(handler)
+    _post(app, route.path, route.request, handler, route.description, auth,
+          response_model=route.response, response_model_exclude_none=route.exclude_none)
 
 
 def _generate_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: list[Any],
-                    state: dict[str, Any], check_texts: Callable[..., None]) -> None:
+                    gate: Gate) -> None:
     """Mount ``POST /generate`` (whole reply, or server-sent events with ``stream``)."""
+    generating = [0]  # generations admitted and not finished (one runs at a time)
 
-    @app.post("/generate", response_model=GenerateResponse, tags=["predict"],
-              dependencies=auth, responses={**_ERRORS, 200: {"content": {
-                  "text/event-stream": {}}, "description": "The reply (JSON), or with "
-                  "stream=true events 'data: {\"token\": ...}' then 'data: {\"done\": "
-                  "true, \"text\": ...}'."}})
-    async def generate(req: GenerateRequest) -> Any:
-        """Generate a reply to a prompt or conversation (not micro-batched)."""
-        if not state["ready"]:
-            raise HTTPException(503, "model is not ready yet; poll /ready")
+    async def generate(request: Request, req: Any) -> Any:
+        if generating[0] >= cfg.max_queue:
+            gate.metrics.rejected.labels("queue_full").inc()
+            raise Unavailable(f"overloaded: {generating[0]} generations waiting "
+                              f"(max_queue={cfg.max_queue})", 5)
+        check_limits(req.model_dump(exclude_none=True), cfg.max_items, cfg.max_input_chars)
         messages = [m.model_dump() for m in req.messages] if req.messages else None
-        check_texts([req.prompt] if req.prompt is not None else
-                    [m["content"] for m in messages or []])
+        gate.check_tokens([req.prompt] if req.prompt is not None else
+                          [m["content"] for m in messages or []])
         if messages and not predictor.task.accepts_messages:
             raise HTTPException(422, f"a {predictor.task_name} model takes a prompt, not "
                                      "messages")
         wanted = req.max_new_tokens or predictor.settings.max_new_tokens
-        if wanted > cfg.max_new_tokens:
-            raise LimitExceeded(f"max_new_tokens={wanted} is over the server's limit "
-                                f"max_new_tokens={cfg.max_new_tokens}", "max_new_tokens")
-        params = GenerateParams(max_new_tokens=wanted, temperature=req.temperature,
-                                top_p=req.top_p, do_sample=req.do_sample)
+        params = GenerateParams(max_new_tokens=min(wanted, cfg.max_new_tokens),
+                                temperature=req.temperature, top_p=req.top_p,
+                                do_sample=req.do_sample)
         cancel = threading.Event()
-        if req.stream:
-            return StreamingResponse(_events(predictor, req.prompt, messages, params, cancel,
-                                             cfg.request_timeout_s),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        try:
-            text = await asyncio.wait_for(asyncio.to_thread(
-                generate_text, predictor, req.prompt, messages, params, cancel),
-                cfg.request_timeout_s)
-        except asyncio.TimeoutError:
-            cancel.set()  # the generation thread stops at its next step
-            raise HTTPException(504, f"no answer within request_timeout_s="
-                                     f"{cfg.request_timeout_s}") from None
+        with gate.admitted():
+            if req.stream:
+                return StreamingResponse(_events(predictor, req.prompt, messages, params,
+                                                 cancel, cfg.request_timeout_s),
+                                         media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache"})
+            generating[0] += 1
+            work = asyncio.ensure_future(asyncio.to_thread(
+                generate_text, predictor, req.prompt, messages, params, cancel))
+            try:
+                text = await until_disconnect(
+                    asyncio.ensure_future(asyncio.wait_for(work, cfg.request_timeout_s)),
+                    request.receive)
+            except asyncio.TimeoutError:
+                raise HTTPException(504, f"no answer within request_timeout_s="
+                                         f"{cfg.request_timeout_s}") from None
+            finally:
+                cancel.set()  # a timed-out or abandoned generation stops at its next step
+                generating[0] -= 1
         return {"text": text}
+
+    _post(app, "/generate", generate_request_model(cfg.max_new_tokens), generate,
+          "Generate a reply to a prompt or conversation (not micro-batched).", auth,
+          response_model=GenerateResponse, responses={200: {"content": {
+              "text/event-stream": {}}, "description": "The reply (JSON), or with "
+              "stream=true events 'data: {\"token\": ...}' then 'data: {\"done\": true, "
+              "\"text\": ...}'."}})
 
 
 async def _events(predictor: Predictor, prompt: str | None,

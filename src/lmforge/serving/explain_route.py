@@ -1,56 +1,70 @@
 """``POST /explain`` of ``lmforge serve`` (classification models): word attributions.
 
 The method and its budget come with the request and are bounded by the server's limits
-(``explain_methods``, ``explain_max_budget``; above them: 413). One explanation costs up to
-``budget`` model calls (IG steps, LIME samples, SHAP evaluations), so it runs in a worker
-thread under the model's lock, outside the micro-batcher, within ``request_timeout_s``.
+(``explain_methods``, ``explain_max_budget``, written into the request schema; outside them:
+422). One explanation costs up to ``budget`` model calls (IG steps, LIME samples, SHAP
+evaluations), so it runs in a worker thread under the model's lock, outside the
+micro-batcher, within ``request_timeout_s``; a client that disconnects stops waiting for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, create_model
 
+from lmforge.finetuning.task import JsonInt, NonBlank, OneOrManyTextPairs, OneOrManyTexts
 from lmforge.serving.settings import ServeJob
 
-Method = Literal["ig", "gradxinput", "rollout", "occlusion", "lime", "shap"]
 # The option that a request's budget sets, and its default, per method.
 BUDGETS: dict[str, tuple[str, int]] = {"ig": ("n_steps", 32), "lime": ("lime_samples", 500),
                                        "shap": ("shap_evals", 500)}
 
 
-class ExplainRequest(BaseModel):
-    """``POST /explain``."""
+class _ExplainOptions(BaseModel):
+    """What every ``POST /explain`` request may add besides its texts, whose words must not be
+    blank (an empty text has nothing to attribute; ``/predict`` still accepts it)."""
 
-    model_config = ConfigDict(extra="forbid")
-    text: str | None = Field(None, description="One input text.")
-    texts: list[str] | None = Field(None, min_length=1, description="Several input texts.")
-    text_pair: str | list[str] | None = Field(
-        None, description="Second text(s) for sentence-pair models (as in /classify).")
-    method: Method = Field("ig", description="ig (Integrated Gradients), gradxinput, rollout, "
-                                             "occlusion, lime or shap.")
-    budget: int | None = Field(None, ge=1, description="Model evaluations per text: IG steps, "
-                                                       "LIME samples or SHAP max_evals "
-                                                       "(default 32 / 500 / 500, at most the "
-                                                       "server's explain_max_budget).")
-    target: str | None = Field(None, description="Label to explain (default: the predicted).")
+    text: NonBlank = Field(None, description="One input text.")
+    texts: list[NonBlank] = Field(None, min_length=1,
+                                  description="Several input texts (one batch).")
+    target: str = Field(None, description="Label to explain (default: the predicted).")
     tokens: bool = Field(False, description="Also return the sub-word tokens and scores.")
 
-    @model_validator(mode="after")
-    def _shape(self) -> ExplainRequest:
-        if (self.text is None) == (self.texts is None):
-            raise ValueError("give exactly one of 'text' or 'texts'")
-        if self.text_pair is not None:
-            many = isinstance(self.text_pair, list)
-            if many != (self.texts is not None) or (many and len(self.text_pair) != len(
-                    self.texts or [])):
-                raise ValueError("text_pair must be a string with 'text' or a list as long "
-                                 "as 'texts'")
-        return self
+
+class _ExplainTexts(_ExplainOptions, OneOrManyTexts):
+    """``POST /explain`` on a single-text model."""
+
+
+class _ExplainPairs(_ExplainOptions, OneOrManyTextPairs):
+    """``POST /explain`` on a sentence-pair model."""
+
+    text_pair: NonBlank | list[NonBlank] = Field(
+        ..., description="Second text(s): a string with 'text', a list as long as 'texts'.")
+
+
+def explain_request_model(methods: list[str], max_budget: int, pairs: bool,
+                          labels: list[str] | None = None) -> type[BaseModel]:
+    """The request body of this server's ``POST /explain``: its methods, its budget cap, its
+    model's labels as targets, and ``text_pair`` exactly when the model takes sentence pairs
+    (so the schema is the truth)."""
+    default = "ig" if "ig" in methods else methods[0]
+    targets: dict[str, Any] = {}
+    if labels:
+        targets["target"] = (Literal[tuple(labels)], Field(  # type: ignore[valid-type]
+            None, description="Label to explain (default: the predicted)."))
+    return create_model(
+        "ExplainRequest", __base__=_ExplainPairs if pairs else _ExplainTexts,
+        __doc__="``POST /explain``: word attributions of one method for each text.",
+        **targets,
+        method=(Literal[tuple(methods)], Field(default, description=(  # type: ignore[valid-type]
+            "ig (Integrated Gradients), gradxinput, rollout, occlusion, lime or shap; "
+            "those this server enables."))),
+        budget=(JsonInt, Field(None, ge=1, le=max_budget, description=(
+            "Model evaluations per text: IG steps, LIME samples or SHAP max_evals "
+            f"(default 32 / 500 / 500, at most {max_budget})."))))
 
 
 class WordScore(BaseModel):
@@ -92,75 +106,95 @@ class ExplainResponse(BaseModel):
 
 
 def mount_explain_route(app: FastAPI, predictor: Any, cfg: ServeJob, auth: list[Any],
-                        state: dict[str, Any], check_texts: Callable[..., None],
-                        errors: dict[int | str, dict[str, Any]]) -> None:
-    """Add ``POST /explain`` to a classification server built by ``create_app``."""
-    from lmforge.explaining.adapters import setting, settings_of
+                        gate: Any) -> None:
+    """Add ``POST /explain`` to a server built by ``create_app`` (its task serves
+    explanations): admitted through the server's gate (503 when not ready or draining),
+    bounded by ``explain_methods`` / ``explain_max_budget`` and the input limits (422)."""
     from lmforge.explaining.explainer import Explainer
     from lmforge.explaining.methods import Options
-    from lmforge.serving.app import LimitExceeded
+    from lmforge.serving.admission import until_disconnect
+    from lmforge.serving.app import _post
+    from lmforge.serving.limits import check_limits
 
-    settings = settings_of(predictor)
-    text_column = setting(settings, "text_column", "text")
-    pair_column = setting(settings, "text_pair_column")
+    settings = predictor.settings
+    text_column = settings.text_column
+    pair_column = getattr(settings, "text_pair_column", None)
 
-    def run(records: list[dict[str, Any]], req: ExplainRequest,
+    request_model = explain_request_model(list(cfg.explain_methods), cfg.explain_max_budget,
+                                          bool(pair_column), predictor.labels)
+
+    def wordless(record: dict[str, Any]) -> bool:
+        # A text of only characters the tokenizer drops (e.g. U+200B) has no word to score; the
+        # explainers need one, so such inputs get their prediction and an empty word list.
+        strings = [record[text_column]] + ([record[pair_column]] if pair_column else [])
+        return not any(predictor.tokenizer(s, add_special_tokens=False)["input_ids"]
+                       for s in strings)
+
+    def predicted_only(record: dict[str, Any], req: Any) -> dict[str, Any]:
+        (row,) = predictor.predict([record], top_k=len(predictor.labels or [1]))
+        scores = {c["label"]: c["score"] for c in row["top_k"]}
+        target = req.target if req.target is not None else row["label"]
+        item = {"text": str(record[text_column]), "label": row["label"], "score": row["score"],
+                "target": target, "target_score": scores[target], "words": []}
+        return {**item, "tokens": []} if req.tokens else item
+
+    def run(records: list[dict[str, Any]], req: Any,
             options: Options) -> dict[str, Any]:
-        explainer = Explainer(predictor, options)
-        with predictor.lock:
-            result = explainer.explain(records, [req.method], req.target)
-        rows = result.rows(token_level=True)
-        cost = result.cost[req.method]
-        out = []
-        for ex, row in zip(result.examples, rows, strict=True):
-            entry = row["methods"][req.method]
-            pred = ex.prediction
-            item = {"text": str(ex.record[text_column]), "label": pred["label"],
-                    "score": pred["score"], "target": pred["target"],
-                    "target_score": pred["target_score"],
-                    "words": [{"word": w, "score": s, "segment": g} for w, s, g in zip(
-                        row["words"], entry["word_scores"], row["word_segments"],
-                        strict=True)]}
-            if req.tokens:
-                item["tokens"] = [{"token": t, "score": s} for t, s in zip(
-                    row["tokens"], entry["token_scores"], strict=True)]
-            out.append(item)
-        return {"results": out, "model_calls": int(cost["sequences"]),
-                "seconds": float(cost["seconds"])}
+        empty = [wordless(r) for r in records]
+        explained = [r for r, e in zip(records, empty, strict=True) if not e]
+        out: list[dict[str, Any]] = []
+        calls, seconds = 0, 0.0
+        if explained:
+            explainer = Explainer(predictor, options)
+            with predictor.lock:
+                result = explainer.explain(explained, [req.method], req.target)
+            rows = result.rows(token_level=True)
+            cost = result.cost[req.method]
+            calls, seconds = int(cost["sequences"]), float(cost["seconds"])
+            for ex, row in zip(result.examples, rows, strict=True):
+                entry = row["methods"][req.method]
+                pred = ex.prediction
+                item = {"text": str(ex.record[text_column]), "label": pred["label"],
+                        "score": pred["score"], "target": pred["target"],
+                        "target_score": pred["target_score"],
+                        "words": [{"word": w, "score": s, "segment": g} for w, s, g in zip(
+                            row["words"], entry["word_scores"], row["word_segments"],
+                            strict=True)]}
+                if req.tokens:
+                    item["tokens"] = [{"token": t, "score": s} for t, s in zip(
+                        row["tokens"], entry["token_scores"], strict=True)]
+                out.append(item)
+        done = iter(out)
+        ordered = [predicted_only(r, req) if e else next(done)
+                   for r, e in zip(records, empty, strict=True)]
+        return {"results": ordered, "model_calls": calls + sum(empty), "seconds": seconds}
 
-    @app.post("/explain", response_model=ExplainResponse, response_model_exclude_none=True,
-              tags=["explain"], dependencies=auth, responses=errors)
-    async def explain(req: ExplainRequest) -> dict[str, Any]:
-        """Word attributions of one method for each text (see docs/explain.md)."""
-        if not state["ready"]:
-            raise HTTPException(503, "model is not ready yet; poll /ready")
-        if req.method not in cfg.explain_methods:
-            raise LimitExceeded(f"method {req.method!r} is not enabled on this server "
-                                f"(explain_methods={cfg.explain_methods})", "explain_methods")
-        texts = [req.text] if req.text is not None else list(req.texts or [])
-        pairs = [req.text_pair] if isinstance(req.text_pair, str) else req.text_pair
-        if bool(pair_column) != (pairs is not None):
-            raise HTTPException(422, "this model takes sentence pairs: send text_pair"
-                                if pair_column else "this model takes single texts: drop "
-                                                    "text_pair")
-        check_texts(texts + list(pairs or []), len(texts))
+    async def explain(request: Any, req: Any) -> dict[str, Any]:
+        # The request model already holds the enabled methods and the budget cap (422).
+        check_limits(req.model_dump(exclude_none=True), cfg.max_items, cfg.max_input_chars)
+        texts = req.all_texts()
+        pairs = ([req.text_pair] if isinstance(req.text_pair, str) else req.text_pair) \
+            if pair_column else None
+        gate.check_tokens(texts + list(pairs or []))
         option, default = BUDGETS.get(req.method, (None, 0))
         budget = None
         if option is not None:
             budget = req.budget if req.budget is not None else min(default,
                                                                    cfg.explain_max_budget)
-            if budget > cfg.explain_max_budget:
-                raise LimitExceeded(f"budget={budget} is over the server's limit "
-                                    f"explain_max_budget={cfg.explain_max_budget}",
-                                    "explain_max_budget")
         options = Options(**({option: budget} if option else {}))
         records = [{text_column: t} for t in texts]
         for record, pair in zip(records, pairs or [], strict=False):
             record[pair_column] = pair
-        try:
-            body = await asyncio.wait_for(asyncio.to_thread(run, records, req, options),
-                                          cfg.request_timeout_s)
-        except asyncio.TimeoutError:
-            raise HTTPException(504, f"no answer within request_timeout_s="
-                                     f"{cfg.request_timeout_s}") from None
+        with gate.admitted():
+            work = asyncio.ensure_future(asyncio.wait_for(
+                asyncio.to_thread(run, records, req, options), cfg.request_timeout_s))
+            try:
+                body = await until_disconnect(work, request.receive)
+            except asyncio.TimeoutError:
+                raise HTTPException(504, f"no answer within request_timeout_s="
+                                         f"{cfg.request_timeout_s}") from None
         return {"method": req.method, "budget": budget, **body}
+
+    _post(app, "/explain", request_model, explain,
+          "Word attributions of one method for each text (see docs/explain.md).", auth,
+          response_model=ExplainResponse, response_model_exclude_none=True)

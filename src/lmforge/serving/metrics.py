@@ -6,6 +6,7 @@ clashing and leaves out the default process collectors.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -20,10 +21,12 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]],
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class ServerMetrics:
-    """Request counts and latency by endpoint, batch sizes and queue depth."""
+    """Requests (count, latency, in flight), batches (size, seconds), the queue (depth,
+    refusals, dropped items) and the event loop's lag."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -34,14 +37,40 @@ class ServerMetrics:
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("lmforge_batch_size", "Inputs per forward pass.",
                                     buckets=BATCH_BUCKETS, registry=self.registry)
-        self.queue_depth = Gauge("lmforge_queue_depth", "Requests waiting for a batch.",
+        self.batch_seconds = Histogram("lmforge_batch_seconds",
+                                       "Seconds per forward pass (tokenizing included).",
+                                       buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.queue_depth = Gauge("lmforge_queue_depth", "Inputs waiting for a batch.",
                                  registry=self.registry)
+        self.in_flight = Gauge("lmforge_requests_in_flight", "HTTP requests being served.",
+                               registry=self.registry)
+        self.rejected = Counter("lmforge_rejected", "Requests refused with 503 before any "
+                                "work, by reason (queue_full, draining, not_ready).",
+                                ["reason"], registry=self.registry)
+        self.dropped = Counter("lmforge_dropped", "Queued inputs never computed, by reason "
+                               "(cancelled: the client left; expired: request_timeout_s).",
+                               ["reason"], registry=self.registry)
+        self.loop_lag = Histogram("lmforge_event_loop_lag_seconds",
+                                  "How late the event loop runs a timer (starvation).",
+                                  buckets=LAG_BUCKETS, registry=self.registry)
         self.model_info = Gauge("lmforge_model_info", "The served model (value 1).",
                                 ["task", "backend", "precision"], registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:
         """(Prometheus text exposition, its content type)."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    async def watch_loop(self, interval: float = 0.1) -> None:
+        """Observe how late a ``sleep(interval)`` wakes up, until cancelled.
+
+        A loop busy with parsing, validation or serialization runs its timers late; this is
+        the lag every request waiting on the loop pays.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(interval)
+            self.loop_lag.observe(max(loop.time() - start - interval, 0.0))
 
 
 class MetricsMiddleware:
@@ -66,6 +95,7 @@ class MetricsMiddleware:
         endpoint = path if path in self.paths() else "other"
         start = time.perf_counter()
         status = 500
+        self.metrics.in_flight.inc()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -76,5 +106,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            self.metrics.in_flight.dec()
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)

@@ -3,20 +3,25 @@ the OpenAPI schema).
 
 Each task's own route (``/classify``, ``/entities``, ``/answer``) has its schemas in the
 task's module (:meth:`lmforge.finetuning.task.Task.http_route`), built on ``Strict`` and
-``OneOrManyTexts`` from :mod:`lmforge.finetuning.task`. Unknown fields are rejected (422) so
-a typo such as ``{"txt": ...}`` is an error, not an empty prediction.
+``OneOrManyTexts`` from :mod:`lmforge.finetuning.task`; ``/predict``'s items are the task's
+:meth:`~lmforge.finetuning.task.Task.input_record_model`. Unknown fields are rejected (422)
+so a typo such as ``{"txt": ...}`` is an error, not an empty prediction. Every schema says
+what the server checks, so a client generated from ``/openapi.json`` sends valid requests.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, create_model
 
-from lmforge.finetuning.task import OneOrManyTexts, Strict
+from lmforge.finetuning.task import InputRecord, JsonInt, OneOrManyTexts, Strict
+from lmforge.serving.errors import ErrorResponse
 
-__all__ = ["ErrorResponse", "GenerateRequest", "GenerateResponse", "Message", "OneOrManyTexts",
-           "PredictRequest", "PredictResponse", "Strict"]
+__all__ = ["ErrorResponse", "GenerateRequest", "GenerateResponse", "Health", "Message",
+           "OneOrManyTexts", "PredictResponse", "Readiness", "Strict", "generate_request_model",
+           "predict_request_model"]
 
 
 class Message(Strict):
@@ -29,21 +34,24 @@ class Message(Strict):
 class GenerateRequest(Strict):
     """``POST /generate``: one prompt or conversation."""
 
-    prompt: str | None = Field(None, description="Prompt text.")
-    messages: list[Message] | None = Field(None, description="Conversation (chat models).")
-    max_new_tokens: int | None = Field(None, ge=1, description="Default: the run's setting.")
+    one_of: ClassVar[tuple[str, ...]] = ("prompt", "messages")
+    prompt: str = Field(None, description="Prompt text.")
+    messages: list[Message] = Field(None, min_length=1,
+                                    description="Conversation (chat models).")
+    max_new_tokens: JsonInt = Field(None, ge=1, description="Default: the run's setting.")
     temperature: float = Field(1.0, gt=0, le=100, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
     stream: bool = Field(False, description="Server-sent events, one per text piece.")
 
-    @model_validator(mode="after")
-    def _one_of(self) -> GenerateRequest:
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of 'prompt' or 'messages'")
-        if self.messages is not None and not self.messages:
-            raise ValueError("'messages' is empty; give at least one user message")
-        return self
+
+def generate_request_model(max_new_tokens: int) -> type[GenerateRequest]:
+    """:class:`GenerateRequest` with the server's cap on ``max_new_tokens`` in its schema."""
+    return create_model("GenerateRequest", __base__=GenerateRequest,
+                        __doc__=GenerateRequest.__doc__,
+                        max_new_tokens=(JsonInt, Field(None, ge=1, le=max_new_tokens, description=(
+                            "Default: the run's setting; at most the server's "
+                            "max_new_tokens."))))
 
 
 class GenerateResponse(BaseModel):
@@ -52,11 +60,35 @@ class GenerateResponse(BaseModel):
     text: str
 
 
-class PredictRequest(Strict):
-    """``POST /predict``: raw records as ``lmforge predict`` reads them (or bare texts)."""
+class PredictRequestBase(Strict):
+    """``POST /predict``: input records as ``lmforge predict`` reads them (or bare texts)."""
 
-    inputs: list[dict[str, Any] | str] = Field(..., min_length=1)
-    top_k: int = Field(1, ge=1, le=1000)
+    inputs: list[Any]
+    top_k: JsonInt = Field(1, ge=1, le=1000, description="Labels with scores per input.")
+
+
+def predict_request_model(record: type[InputRecord],
+                          from_text: Callable[[str], dict[str, Any]] | None
+                          ) -> type[PredictRequestBase]:
+    """The ``/predict`` request of a served task: a list of its records (or bare texts).
+
+    Args:
+        record: The task's :meth:`~lmforge.finetuning.task.Task.input_record_model`.
+        from_text: Turns a bare string into a record (None: only records are accepted).
+    """
+    item: Any = record
+    what = "records"
+    if from_text is not None:
+        # One validation path: a text becomes its record first, so an error points at the
+        # record's field, not at a branch of a union; the schema still says "or a string".
+        item = Annotated[record, BeforeValidator(
+            lambda value: from_text(value) if isinstance(value, str) else value,
+            json_schema_input_type=record | str)]
+        what = "records (or bare texts)"
+    return create_model("PredictRequest", __base__=PredictRequestBase,
+                        __doc__=PredictRequestBase.__doc__,
+                        inputs=(list[item], Field(..., min_length=1, description=(
+                            f"Input {what}; fields other than the task's are ignored."))))
 
 
 class PredictResponse(BaseModel):
@@ -65,8 +97,15 @@ class PredictResponse(BaseModel):
     results: list[dict[str, Any]]
 
 
-class ErrorResponse(BaseModel):
-    """An error (``limit`` names the setting that was exceeded, for 413)."""
+class Health(BaseModel):
+    """Liveness."""
 
-    detail: str
-    limit: str | None = None
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Whether the model answers: ``ready``, else ``loading``, ``failed`` or ``draining``."""
+
+    status: Literal["ready", "loading", "failed", "draining"]
+    task: str
+    detail: str | None = Field(None, description="Why it is not ready.")

@@ -8,9 +8,11 @@ guessed key was right.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -78,23 +80,34 @@ def key_matches(presented: str | None, keys: list[str]) -> bool:
 
 
 class BodyLimitMiddleware:
-    """Answer 413 to request bodies over ``max_bytes`` before anything parses them.
+    """Guard request bodies before anything parses them.
 
-    Checks ``Content-Length`` up front and counts the bytes of chunked bodies as they come.
+    - 413 for bodies over ``max_bytes``: ``Content-Length`` is checked up front and the bytes
+      of chunked bodies are counted as they come;
+    - 408 for bodies that take longer than ``timeout_s`` to arrive (a client sending a body
+      byte by byte holds a connection and a task; the timeout bounds both).
+
+    Either way the connection is closed and the app sees the client leave.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
-    async def _reject(self, send: Callable[[Message], Awaitable[None]]) -> None:
-        body = json.dumps({"detail": f"request body is larger than max_body_bytes="
-                                     f"{self.max_bytes}; send less per request",
-                           "limit": "max_body_bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
+    async def _reject(self, send: Callable[[Message], Awaitable[None]], status: int,
+                      detail: str, limit: str) -> None:
+        body = json.dumps({"detail": detail, "limit": limit}).encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+    def _too_large(self, send: Callable[[Message], Awaitable[None]]) -> Awaitable[None]:
+        return self._reject(send, 413, f"request body is larger than max_body_bytes="
+                                       f"{self.max_bytes}; send less per request",
+                            "max_body_bytes")
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:
@@ -104,20 +117,35 @@ class BodyLimitMiddleware:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(send)
+            await self._too_large(send)
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s if self.timeout_s else None
         seen = 0
+        body_done = False
         rejected = False
 
-        async def counting_receive() -> Message:
-            nonlocal seen, rejected
-            message = await receive()
-            if message["type"] == "http.request" and not rejected:
+        async def guarded_receive() -> Message:
+            nonlocal seen, body_done, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
+            if body_done or deadline is None:
+                return await receive()  # after the body: only the disconnect is left
+            try:
+                message = await _within(receive, deadline - loop.time())
+            except (asyncio.TimeoutError, TimeoutError):
+                rejected = True
+                await self._reject(send, 408, f"the request body did not arrive within "
+                                              f"body_timeout_s={self.timeout_s:g}",
+                                   "body_timeout_s")
+                return {"type": "http.disconnect"}
+            if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if seen > self.max_bytes:
                     # Answer now and tell the app the client left; its own reply is dropped.
                     rejected = True
-                    await self._reject(send)
+                    await self._too_large(send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -125,4 +153,18 @@ class BodyLimitMiddleware:
             if not rejected:
                 await send(message)
 
-        await self.app(scope, counting_receive, guarded_send)
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        except Exception:
+            if not rejected:  # the app failed on a body we cut short: already answered
+                raise
+
+
+async def _within(receive: Callable[[], Awaitable[Message]], seconds: float) -> Message:
+    """``await receive()`` for at most ``seconds`` (TimeoutError after)."""
+    if seconds <= 0:
+        raise TimeoutError
+    if sys.version_info >= (3, 11):  # no extra task per call
+        async with asyncio.timeout(seconds):
+            return await receive()
+    return await asyncio.wait_for(receive(), seconds)  # pragma: no cover - Python 3.10

@@ -16,7 +16,8 @@ class ServeJob:
     """``lmforge serve``: an HTTP server (FastAPI + uvicorn) for a fine-tuned run or export.
 
     Concurrent requests are grouped into one forward pass (dynamic micro-batching) of at most
-    ``max_batch_size`` inputs, waiting at most ``max_wait_ms`` for a batch to fill.
+    ``max_batch_size`` inputs, waiting at most ``max_wait_ms`` for a batch to fill. At most
+    ``max_queue`` inputs wait; beyond that a request gets 503 with ``Retry-After`` at once.
     """
 
     run: str = opt("", "Fine-tuned run directory (or its model/ folder), or an ONNX export "
@@ -29,26 +30,37 @@ class ServeJob:
                                  "native bf16), fp32, bf16 or fp16 (GPU only).")
     max_batch_size: int = opt(32, "Most inputs per forward pass (dynamic batching).")
     max_wait_ms: float = opt(5.0, "Longest wait for a batch to fill after its first input.")
-    max_items: int = opt(64, "Most inputs in one request (more -> 413).")
-    max_input_chars: int = opt(10000, "Most characters in one input (more -> 413).")
-    max_input_tokens: int | None = opt(None, "Most tokens in one input (more -> 413; None: "
+    max_queue: int = opt(128, "Most inputs waiting for a forward pass (admission control); "
+                              "past it, or when the queue would not be served within "
+                              "request_timeout_s, new requests get 503 with Retry-After.")
+    max_items: int = opt(64, "Most inputs (texts, records, messages) in one request "
+                             "(more -> 422).")
+    max_input_chars: int = opt(10000, "Most characters in one string (more -> 422).")
+    max_input_tokens: int | None = opt(None, "Most tokens in one input (more -> 422; None: "
                                              "off, inputs are truncated as in training).")
     max_body_bytes: int = opt(1_048_576, "Largest request body in bytes (more -> 413).")
-    max_new_tokens: int = opt(512, "Cap on max_new_tokens of /generate (more -> 413).")
+    max_new_tokens: int = opt(512, "Cap on max_new_tokens of /generate (more -> 422).")
     explain_methods: list[str] = opt(["ig", "gradxinput", "rollout", "occlusion", "lime",
                                       "shap"], "Methods POST /explain accepts (classification "
-                                               "models; others -> 413).")
+                                               "models; others -> 422).")
     explain_max_budget: int = opt(1000, "Most model evaluations one /explain text may ask for "
-                                        "(IG steps, LIME samples, SHAP max_evals; more -> 413).")
-    request_timeout_s: float = opt(30.0, "Seconds a request may take before a 504.")
+                                        "(IG steps, LIME samples, SHAP max_evals; more -> 422).")
+    request_timeout_s: float = opt(30.0, "Seconds a request may wait in the queue before a "
+                                         "504 (it is then never computed); a started batch "
+                                         "is always answered.")
+    body_timeout_s: float = opt(10.0, "Seconds a client may take to send its request body "
+                                      "(slower -> 408, the connection is closed).")
+    keep_alive_s: float = opt(5.0, "Seconds an idle keep-alive connection stays open.")
+    drain_timeout_s: float = opt(30.0, "On SIGTERM: seconds admitted requests may take to "
+                                       "finish (new ones get 503) before the server exits.")
     api_keys: list[str] = opt([], "Accepted API keys (header X-API-Key or Authorization: "
                                   "Bearer); empty with no file / env var: no auth.")
     api_key_file: str | None = opt(None, "File with one API key per line (keeps keys out of "
                                          "shell history); '#' starts a comment.")
     api_key_env: str = opt("LMFORGE_API_KEYS", "Environment variable holding comma-separated "
                                                "API keys (read when set).")
-    workers: int = opt(1, "uvicorn worker processes; each loads its own model copy and has "
-                          "its own /metrics.")
+    workers: int = opt(1, "Server processes sharing the port; each loads its own model copy "
+                          "and has its own /metrics (use threads=1 with workers=cores).")
     threads: int | None = opt(None, "torch intra-op threads per worker (None: torch default).")
     log_level: str = opt("info", "uvicorn log level: debug, info, warning, error.")
 
@@ -69,6 +81,10 @@ class ServeJob:
             check_choice("explain_methods", name, EXPLAIN_METHODS)
         check(self.explain_max_budget >= 1, "explain_max_budget must be >= 1")
         check(self.request_timeout_s > 0, "request_timeout_s must be > 0")
+        check(self.max_queue >= 1, "max_queue must be >= 1")
+        check(self.body_timeout_s > 0, "body_timeout_s must be > 0")
+        check(self.keep_alive_s > 0, "keep_alive_s must be > 0")
+        check(self.drain_timeout_s >= 0, "drain_timeout_s must be >= 0")
         check(self.workers >= 1, "workers must be >= 1")
         check(self.threads is None or self.threads >= 1, "threads must be >= 1")
         check(self.backend == "torch" or self.precision != "bf16",

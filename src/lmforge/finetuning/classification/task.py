@@ -12,7 +12,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
@@ -32,11 +32,15 @@ from lmforge.finetuning.classification.objective import (
 from lmforge.finetuning.models import load_pretrained, model_kwargs
 from lmforge.finetuning.task import (
     SAMPLE_TEXTS,
+    InputRecord,
+    JsonInt,
+    OneOrManyTextPairs,
     OneOrManyTexts,
     Route,
     RouteCall,
     Task,
     TaskSettings,
+    record_model,
 )
 
 
@@ -55,23 +59,15 @@ class ClassificationSettings(TaskSettings):
 
 
 class ClassifyRequest(OneOrManyTexts):
-    """``POST /classify``."""
+    """``POST /classify`` (single-text models)."""
 
-    text_pair: str | list[str] | None = Field(
-        None, description="Second text(s) for sentence-pair models: a string with 'text', "
-                          "a list as long as 'texts'.")
-    top_k: int = Field(1, ge=1, le=1000, description="Labels with scores to return.")
+    top_k: JsonInt = Field(1, ge=1, le=1000, description="Labels with scores to return.")
 
-    @model_validator(mode="after")
-    def _pairs(self) -> ClassifyRequest:
-        if self.text_pair is None:
-            return self
-        many = isinstance(self.text_pair, list)
-        if many != (self.texts is not None) or (many and len(self.text_pair) != len(
-                self.texts or [])):
-            raise ValueError("text_pair must be a string with 'text' or a list as long as "
-                             "'texts'")
-        return self
+
+class ClassifyPairRequest(OneOrManyTextPairs):
+    """``POST /classify`` (sentence-pair models): ``text_pair`` goes with each text."""
+
+    top_k: JsonInt = Field(1, ge=1, le=1000, description="Labels with scores to return.")
 
 
 class LabelScore(BaseModel):
@@ -99,7 +95,8 @@ class ClassifyResponse(BaseModel):
 
 def _classify_call(req: ClassifyRequest, settings: ClassificationSettings) -> RouteCall:
     texts = req.all_texts()
-    pairs = [req.text_pair] if isinstance(req.text_pair, str) else req.text_pair
+    given = getattr(req, "text_pair", None)  # only ClassifyPairRequest has it
+    pairs = [given] if isinstance(given, str) else given
     pair_column = settings.text_pair_column
     if bool(pair_column) != (pairs is not None):
         raise DataError("this model takes sentence pairs: send text_pair" if pair_column
@@ -238,6 +235,13 @@ class ClassificationTask(Task):
             record[settings.text_pair_column] = "warm up"
         return record
 
+    def input_record_model(self, settings: ClassificationSettings) -> type[InputRecord]:
+        """The text column (and the pair column of a sentence-pair model), as strings."""
+        fields: dict[str, Any] = {settings.text_column: (str, Field(..., description="Text."))}
+        if settings.text_pair_column:
+            fields[settings.text_pair_column] = (str, Field(..., description="Second text."))
+        return record_model("ClassificationInput", fields, "One text to classify.")
+
     def check_record(self, settings: ClassificationSettings,
                      record: dict[str, Any]) -> str | None:
         """The text column, and the pair column of a sentence-pair model, as strings."""
@@ -265,6 +269,7 @@ class ClassificationTask(Task):
 
     def http_route(self, settings: ClassificationSettings) -> Route:
         """``POST /classify``: labels with probabilities for one text or a batch."""
-        return Route("/classify", ClassifyRequest, ClassifyResponse,
+        request = ClassifyPairRequest if settings.text_pair_column else ClassifyRequest
+        return Route("/classify", request, ClassifyResponse,
                      "Labels with probabilities for one text or a batch of texts.",
                      _classify_call, lambda req, rows: {"results": rows}, exclude_none=True)

@@ -35,11 +35,14 @@ from lmforge.finetuning.qa.data import (
 from lmforge.finetuning.qa.objective import QAObjective, qa_reducer
 from lmforge.finetuning.task import (
     SAMPLE_TEXTS,
+    InputRecord,
+    NonBlank,
     Route,
     RouteCall,
     Strict,
     Task,
     TaskSettings,
+    record_model,
 )
 from lmforge.runs import write_json
 
@@ -64,8 +67,8 @@ class QaSettings(TaskSettings):
 class AnswerRequest(Strict):
     """``POST /answer``: extractive QA."""
 
-    question: str = Field(..., min_length=1)
-    context: str = Field(..., min_length=1)
+    question: NonBlank = Field(..., description="The question (not blank).")
+    context: NonBlank = Field(..., description="The passage holding the answer (not blank).")
 
 
 class AnswerResponse(BaseModel):
@@ -250,6 +253,15 @@ class QuestionAnsweringTask(Task):
         return rows
 
     # ---------------------------------------------------------------- what other stages ask
+    accepts_texts = False
+
+    def input_record_model(self, settings: QaSettings) -> type[InputRecord]:
+        """Non-blank question and context strings."""
+        return record_model("QaInput", {
+            settings.question_column: (NonBlank, Field(..., description="The question.")),
+            settings.context_column: (NonBlank, Field(..., description="The passage."))},
+            "A question about a passage.")
+
     def record_from_text(self, settings: QaSettings, text: str) -> dict[str, Any]:
         """A bare text is not a QA input: it needs a question and a context."""
         raise DataError(f"QA inputs need {settings.question_column!r} and "

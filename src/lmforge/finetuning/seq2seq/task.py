@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from pydantic import Field
 from torch import nn
 from transformers import AutoModelForSeq2SeqLM
 
@@ -31,7 +32,7 @@ from lmforge.finetuning.seq2seq.data import (
     generate_texts,
     prepare_seq2seq,
 )
-from lmforge.finetuning.task import TaskSettings
+from lmforge.finetuning.task import InputRecord, TaskSettings, record_model
 from lmforge.runs import write_json
 
 
@@ -168,6 +169,15 @@ class Seq2SeqTask(GenerativeTaskBase):
         return [{"source": s, "prediction": p} for s, p in zip(sources, outputs, strict=True)]
 
     # ---------------------------------------------------------------- what other stages ask
+    def record_from_text(self, settings: Seq2SeqSettings, text: str) -> dict[str, Any]:
+        """A bare text is the source."""
+        return {settings.source_column: text}
+
+    def input_record_model(self, settings: Seq2SeqSettings) -> type[InputRecord]:
+        """The source text (over HTTP the field must carry the source column's name)."""
+        return record_model("Seq2SeqInput", {settings.source_column: (
+            str, Field(..., description="The source text."))}, "One source text.")
+
     def check_record(self, settings: Seq2SeqSettings, record: dict[str, Any]) -> str | None:
         """A source string (or a record whose only field is a string)."""
         ok = isinstance(record.get(settings.source_column), str) or (

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import datasets
 import torch
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -37,10 +38,30 @@ from lmforge.finetuning.sft.data import (
     ensure_chat_template,
 )
 from lmforge.finetuning.sft.data import prepare_sft as _prepare_sft
-from lmforge.finetuning.task import TaskSettings
+from lmforge.finetuning.task import InputRecord, TaskSettings, record_model
 from lmforge.runs import write_json
 
 NUM_SAMPLES = 8  # prompts answered in the report (generation is slow; loss covers the split)
+
+
+class ChatTurn(BaseModel):
+    """One turn of a conversation."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+def _has_question(turns: list[ChatTurn]) -> list[ChatTurn]:
+    if all(t.role == "assistant" for t in turns):
+        raise ValueError("a conversation needs a system or user turn to answer")
+    return turns
+
+
+Conversation = Annotated[list[ChatTurn], AfterValidator(_has_question), Field(
+    min_length=1, json_schema_extra={"contains": {"properties": {
+        "role": {"enum": ["system", "user"]}}, "required": ["role"]}})]
+"""Turns to answer (a final assistant turn is the reference, not answered)."""
 
 
 @dataclass
@@ -226,6 +247,19 @@ class ChatSftTask(GenerativeTaskBase):
                 for c, r in zip(chats, replies, strict=True)]
 
     # ---------------------------------------------------------------- what other stages ask
+    def record_from_text(self, settings: SftSettings, text: str) -> dict[str, Any]:
+        """A bare text is the prompt."""
+        return {settings.prompt_column: text}
+
+    def input_record_model(self, settings: SftSettings) -> type[InputRecord]:
+        """A prompt string or a conversation with a system or user turn."""
+        return record_model("ChatInput", {
+            settings.prompt_column: (str, Field(None, description="A prompt (one user turn).")),
+            settings.messages_column: (Conversation, Field(None, description=(
+                "A conversation; it wins over the prompt.")))},
+            "A prompt or a conversation to answer.",
+            any_of=(settings.prompt_column, settings.messages_column))
+
     def check_record(self, settings: SftSettings, record: dict[str, Any]) -> str | None:
         """A conversation with a non-assistant turn, or a prompt string."""
         messages = record.get(settings.messages_column)

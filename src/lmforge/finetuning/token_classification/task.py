@@ -16,14 +16,23 @@ from typing import Any
 
 import datasets
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from torch import nn
 from transformers import AutoModelForTokenClassification
 
 from lmforge.config import opt
 from lmforge.errors import DataError
 from lmforge.finetuning.models import load_pretrained, model_kwargs
-from lmforge.finetuning.task import OneOrManyTexts, Route, RouteCall, Task, TaskSettings
+from lmforge.finetuning.task import (
+    InputRecord,
+    NonBlank,
+    OneOrManyTexts,
+    Route,
+    RouteCall,
+    Task,
+    TaskSettings,
+    record_model,
+)
 from lmforge.finetuning.token_classification.data import (
     NO_WORD,
     TokenClassificationCollator,
@@ -302,6 +311,16 @@ class TokenClassificationTask(Task):
     def example_record(self, settings: TokenClassificationSettings) -> dict[str, Any]:
         """Two words."""
         return {settings.tokens_column: ["warm", "up"]}
+
+    def input_record_model(self, settings: TokenClassificationSettings) -> type[InputRecord]:
+        """A non-empty list of words, or a text with at least one word."""
+        return record_model("TokenClassificationInput", {
+            settings.tokens_column: (list[NonBlank], Field(
+                None, min_length=1, description="The words (none blank).")),
+            settings.text_column: (NonBlank, Field(
+                None, description="A text, split on whitespace into words."))},
+            "The words of one sentence, or its text.",
+            any_of=(settings.tokens_column, settings.text_column))
 
     def check_record(self, settings: TokenClassificationSettings,
                      record: dict[str, Any]) -> str | None:
