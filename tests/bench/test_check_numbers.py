@@ -57,7 +57,7 @@ def test_a_drifted_number_fails_naming_table_row_and_column(tmp_path: Path, key:
 
 def test_a_table_without_a_source_line_fails(tmp_path: Path) -> None:
     (problem,) = check_numbers.check_file(_doc(tmp_path, TABLE, RAW, source=False))
-    assert "no 'Source: [bench/results/NAME.json](...)' line right above it" in problem
+    assert "no 'Source: [bench/results/NAME.json](...)' line above it in its section" in problem
 
 
 def test_a_missing_source_file_fails(tmp_path: Path) -> None:

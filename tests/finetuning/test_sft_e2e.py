@@ -17,6 +17,7 @@ from lmforge.cli import main
 from lmforge.finetuning.saved import read_settings
 from lmforge.finetuning.sft.data import END_OF_TURN
 from lmforge.finetuning.sft.task import ChatSftTask
+from tests.conftest import TUNED_OPTIMIZER
 
 WORDS = ["red", "green", "blue", "cat", "dog", "fish"]
 
@@ -70,7 +71,8 @@ def test_finetune_evaluate_predict(tmp_path: Path, gpt2_dir: Path) -> None:
                  f"model.pretrained={gpt2_dir}", "model.dropout=0.0", "train.lr=5e-3",
                  "train.epochs=20", "train.warmup_ratio=0", "train.scheduler=constant",
                  "train.batch_size=16", "train.eval_every=40", "train.log_every=40",
-                 "data.max_length=64", "task.max_new_tokens=12", "track.progress=false"])
+                 "data.max_length=64", "task.max_new_tokens=12", "track.progress=false",
+                 *TUNED_OPTIMIZER])
     assert code == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == "sft"
