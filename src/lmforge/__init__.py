@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from lmforge.api import (
     RunResult,
+    continual_learning,
     evaluate,
     export,
     finetune,
@@ -28,6 +29,7 @@ __all__ = [
     "NonFiniteLossError",
     "RunResult",
     "__version__",
+    "continual_learning",
     "evaluate",
     "export",
     "finetune",

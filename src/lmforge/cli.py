@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from lmforge import __version__
 from lmforge.api import run_command
 from lmforge.config import build_config, iter_options, load_yaml
+from lmforge.continual.settings import ContinualJob
 from lmforge.deploy.settings import ExportJob
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.prompting.settings import PromptJob
@@ -71,6 +72,9 @@ COMMANDS: dict[str, Command] = {
     "prompt": Command(PromptJob, "lmforge.prompting.command:run_prompt",
                       "zero-shot / in-context prompting with calibration, few-shot "
                       "prompt-based fine-tuning"),
+    "continual": Command(ContinualJob, "lmforge.continual.run:run_continual",
+                         "learn a stream of experiences in order (naive, joint, replay, ewc, "
+                         "lwf, agem, lora per experience); accuracy matrix, BWT, FWT"),
 }
 
 

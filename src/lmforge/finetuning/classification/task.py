@@ -118,6 +118,7 @@ class ClassificationTask(Task):
     peft_task_type = "SEQ_CLS"
     has_head = True
     onnx_outputs = ("logits",)
+    supports_continual = True
 
     def setup(self, job: Any, train: datasets.Dataset) -> ClassificationSettings:
         """Label names from the training split plus the column settings."""
