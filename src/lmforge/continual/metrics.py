@@ -8,7 +8,10 @@ on experience j. Following Lopez-Paz & Ranzato (2017) and Chaudhry et al. (2018)
     BWT  = 1/(T-1) sum_{j<T-1} (R[T-1][j] - R[j][j])    backward transfer (< 0: forgetting)
     FWT  = 1/(T-1) sum_{j>0} (R[j-1][j] - b[j])         forward transfer, against the
                                                          initial model
-    F    = 1/(T-1) sum_{j<T-1} max_{l<T-1} (R[l][j] - R[T-1][j])   average forgetting
+    F    = 1/(T-1) sum_{j<T-1} max_{j<=l<T-1} (R[l][j] - R[T-1][j])   average forgetting
+
+(forgetting takes the best accuracy reached once experience j was learned, l >= j, as
+Chaudhry et al. and Avalanche do; rows before j measure an untrained head.)
 
 Díaz-Rodríguez et al. (2018) average over the whole lower (A) / upper triangle instead;
 ``acc_triangle`` reports their A (mean of R[i][j] for j <= i) too.
@@ -30,7 +33,7 @@ def stream_metrics(matrix: list[list[float]], initial: list[float] | None) -> di
     if t < 2:
         return out
     out["bwt"] = float(np.mean([r[-1, j] - r[j, j] for j in range(t - 1)]))
-    out["forgetting"] = float(np.mean([r[:t - 1, j].max() - r[-1, j] for j in range(t - 1)]))
+    out["forgetting"] = float(np.mean([r[j:t - 1, j].max() - r[-1, j] for j in range(t - 1)]))
     if initial is not None:
         b = np.asarray(initial, dtype=np.float64)
         out["fwt"] = float(np.mean([r[j - 1, j] - b[j] for j in range(1, t)]))

@@ -151,6 +151,7 @@ def run_continual(job: ContinualJob, resume: bool = False,
     try:
         for i in range(first, len(stages)):
             name, folder = stages[i]
+            done = folder / "done.json"
             folder.mkdir(parents=True, exist_ok=True)
             upto = stream.size - 1 if strategy.joint else i
             ctx.objective.set_masks(stream.class_masks(upto))

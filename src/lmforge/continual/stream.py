@@ -124,7 +124,7 @@ def _load_raw(job: ContinualJob, exp: ExperienceConfig, where: str) -> dict[str,
     for name, part in (("train", raw["train"]), ("eval", raw[split])):
         if exp.labels and label_column in part.column_names:
             keep = set(exp.labels)
-            part = part.filter(lambda row: str(row[label_column]) in keep,
+            part = part.filter(lambda row, keep=keep: str(row[label_column]) in keep,
                                desc=f"{exp.name}: labels {sorted(keep)}")
         if len(part) == 0:
             why = f" with labels {exp.labels}" if exp.labels else ""
