@@ -87,7 +87,7 @@ def run_avalanche(strategy: str, threads: int, out: Path) -> dict:
     source = resolve_checkpoint(job.model.pretrained)
     tokenizer = load_tokenizer(source)
     stream = load_stream(job, task, tokenizer)
-    width = max(e.settings.max_length for e in job.experiences)
+    width = max(e.data.max_length for e in job.experiences)
     pad = tokenizer.pad_token_id
 
     class Rows(torch.utils.data.Dataset):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 from typing import Any
-
-import contextlib
 
 import pytest
 import torch
