@@ -66,6 +66,7 @@ def run_avalanche(strategy: str, threads: int, out: Path) -> dict:
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
     from avalanche.benchmarks.scenarios.task_aware import with_task_labels
     from avalanche.benchmarks.utils.classification_dataset import (
         _make_taskaware_classification_dataset,
@@ -110,7 +111,7 @@ def run_avalanche(strategy: str, threads: int, out: Path) -> dict:
     train = [_make_taskaware_classification_dataset(
         Rows(e.train, e.classes), task_labels=e.index,
         targets=Rows(e.train, e.classes).y) for e in stream.experiences]
-    bench = with_task_labels(benchmark_from_datasets(train=train))
+    bench = with_classes_timeline(with_task_labels(benchmark_from_datasets(train=train)))
     torch.manual_seed(job.train.seed)
     hf, _ = task.load_model(source, stream.settings, job.model)
 
@@ -212,6 +213,12 @@ def main() -> None:
     parser.add_argument("--out", default="")
     parser.add_argument("--peer-python", default="/tmp/w12/aval/bin/python")
     parser.add_argument("--strategies", default="naive,replay,ewc")
+    parser.add_argument("--name", default="continual_avalanche",
+                        help="results file name (several invocations can run side by side)")
+    parser.add_argument("--combine", default="",
+                        help="comma-separated results names to merge into --name, then exit")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the strategies of an earlier results file")
     parser.add_argument("--parallel", action="store_true",
                         help="run each strategy's two sides at the same time (shared machine)")
     args = parser.parse_args()
@@ -221,9 +228,19 @@ def main() -> None:
         return
     from machine import machine_info
 
+    if args.combine:  # several side-by-side invocations -> one results file
+        parts = [json.loads((ROOT / "bench" / "results" / f"{n}.json").read_text())
+                 for n in args.combine.split(",")]
+        merged = {k: v for part in parts for k, v in part["results"].items()}
+        args.commands = [part["command"] for part in parts]
+        write(parts[0]["machine"], merged, args)
+        return
     info = machine_info()
     runs = ROOT / "runs" / "bench-continual-avalanche"
-    results: dict[str, dict] = {}
+    previous = ROOT / "bench" / "results" / f"{args.name}.json"
+    # Strategies measured by an earlier invocation are kept (--merge).
+    results: dict[str, dict] = json.loads(previous.read_text())["results"] \
+        if args.merge and previous.is_file() else {}
     for strategy in [s.strip() for s in args.strategies.split(",")]:
         out = runs / strategy
         if args.parallel:  # both sides side by side: same load for both
@@ -251,7 +268,9 @@ def write(info: dict, results: dict, args: argparse.Namespace) -> None:
     data = {"benchmark": "continual_avalanche", "config": CONFIG,
             "command": shlex.join([sys.executable, *sys.argv]), "machine": info,
             "results": results}
-    (out / "continual_avalanche.json").write_text(json.dumps(data, indent=2))
+    if getattr(args, "commands", None):
+        data["commands"] = args.commands  # the side-by-side invocations combined here
+    (out / f"{args.name}.json").write_text(json.dumps(data, indent=2))
     lines = ["| strategy | side | avg. accuracy | BWT | forgetting | train time (s) | "
              "wall time (s) | peak RSS (MiB) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for strategy, sides in results.items():
@@ -264,7 +283,7 @@ def write(info: dict, results: dict, args: argparse.Namespace) -> None:
                          f"{r['bwt']:+.3f} | {r['forgetting']:.3f} | "
                          f"{r['train_seconds']:.0f} | {r['wall_seconds']:.0f} | "
                          f"{r['peak_rss_mib']:.0f} |")
-    (out / "continual_avalanche.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
