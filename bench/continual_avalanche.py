@@ -1,7 +1,7 @@
 """Peer: Avalanche's Naive, Replay and EWC against lmforge on the same five-experience stream.
 
 Both sides get the same encoded rows (this script builds the stream with lmforge's own loader
-from `configs/continual-5tasks.yaml`, so samples, tokenization and label spaces are
+from `configs/stream5-continual.yaml`, so samples, tokenization and label spaces are
 identical), the same MiniLM-L6 with the same seeded classification head, AdamW with the same
 learning rate, weight decay, linear warmup / decay per experience, batch size and epochs,
 replay memory (10 % of the stream, balanced per experience, 16 memory rows per batch) and
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "src"))  # the peer venv sees lmforge's dependencies, not its install
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
        "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "LMFORGE_PROGRESS": "0"}
-CONFIG = "configs/continual-5tasks.yaml"
+CONFIG = "configs/stream5-continual.yaml"
 # Extra overrides for both sides (quick checks): LMFORGE_BENCH_OVERRIDES="max_train_examples=16"
 OVERRIDES = shlex.split(os.environ.get("LMFORGE_BENCH_OVERRIDES", ""))
 LMFORGE = {"naive": ["strategy.name=naive"],

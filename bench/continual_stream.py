@@ -1,9 +1,9 @@
 """The five-experience English stream (task-incremental) with every continual strategy.
 
 SST-2 -> AG News -> TREC -> SST-5 -> the tweets of the main job, MiniLM-L6, from
-`configs/continual-5tasks.yaml`. Each row is ONE command (recorded in the results file):
+`configs/stream5-continual.yaml`. Each row is ONE command (recorded in the results file):
 
-    lmforge continual -c configs/continual-5tasks.yaml strategy.name=... [overrides]
+    lmforge continual -c configs/stream5-continual.yaml strategy.name=... [overrides]
 
 run in its own process; the script waits for each with os.wait4 to read the process's own
 peak RSS. Rows may run side by side (--parallel N, each with train.num_threads=1) so the
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
        "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "LMFORGE_PROGRESS": "0"}
-CONFIG = "configs/continual-5tasks.yaml"
+CONFIG = "configs/stream5-continual.yaml"
 ROWS: dict[str, list[str]] = {
     "naive": ["strategy.name=naive"],
     "joint": ["strategy.name=joint"],

@@ -50,5 +50,5 @@ def test_buffer_spec() -> None:
 
 
 def test_shipped_stream_config_is_valid() -> None:
-    job = build_config(ContinualJob, "configs/continual-5tasks.yaml")
+    job = build_config(ContinualJob, "configs/stream5-continual.yaml")
     assert [e.name for e in job.experiences] == ["sst2", "agnews", "trec", "sst5", "tweets"]

@@ -202,7 +202,7 @@ def run_continual(job: ContinualJob, resume: bool = False,
                                                row_names)
         plots["accuracy_curves"] = plot_curves(names, rows, run_dir / "accuracy_curves.png",
                                                initial)
-    total, trainable = count_parameters(ctx.model)[1], count_parameters(ctx.model)[0]
+    trainable, total = count_parameters(ctx.model)
     summary: dict[str, Any] = {
         "command": "continual", "run_dir": str(run_dir), "scenario": job.scenario,
         "strategy": job.strategy.name, "peft_method": job.peft.method,

@@ -17,7 +17,6 @@ lora       a LoRA adapter and head per experience on a frozen backbone (task ids
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,7 +343,3 @@ def make_strategy(ctx: Context) -> Strategy:
     """The strategy ``ctx.job.strategy.name`` for the stream."""
     return STRATEGIES[ctx.job.strategy.name](ctx)
 
-
-def write_state(folder: Path, data: dict[str, Any]) -> None:
-    """Strategy facts next to an experience's model (for readers; resume recomputes)."""
-    (folder / "strategy.json").write_text(json.dumps(data, indent=2))
