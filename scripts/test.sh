@@ -17,4 +17,5 @@ other=$(.venv/bin/python -c "from lmforge.engine.precision import cpu_supports_b
 print('fp32' if cpu_supports_bf16() else 'bf16')")
 echo "second pass: the training tests with train.precision=auto forced to $other"
 LMFORGE_AUTO_PRECISION=$other exec .venv/bin/python -m pytest -m "not slow" \
-  tests/test_api.py tests/engine tests/finetuning tests/peft tests/pretraining tests/prompting
+  tests/test_api.py tests/engine tests/finetuning tests/peft tests/pretraining tests/prompting \
+  tests/continual

@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from lmforge.api import (
     RunResult,
     attack,
+    continual_learning,
     evaluate,
     explain,
     export,
@@ -33,6 +34,7 @@ __all__ = [
     "RunResult",
     "__version__",
     "attack",
+    "continual_learning",
     "evaluate",
     "explain",
     "export",

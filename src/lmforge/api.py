@@ -158,6 +158,19 @@ def pretrain(config: ConfigSource = None, *overrides: str, resume: bool = False,
     return _api("pretrain", config, overrides, resume, sections, hooks)
 
 
+def continual_learning(config: ConfigSource = None, *overrides: str, resume: bool = False,
+              hooks: Sequence[Any] = (), **sections: Any) -> RunResult:
+    """Learn a stream of experiences in order and measure forgetting (``lmforge continual``).
+
+    Named ``continual_learning`` because ``lmforge.continual`` is the package.
+
+    Takes the config and hooks as :func:`finetune` does (``hooks`` run in every experience's
+    training, before the strategy's own); ``metrics`` are ``average_accuracy``, ``bwt``,
+    ``fwt`` and ``forgetting``, ``summary["accuracy_matrix"]`` is R.
+    """
+    return _api("continual", config, overrides, resume, sections, hooks)
+
+
 def evaluate(config: ConfigSource = None, *overrides: str, **sections: Any) -> RunResult:
     """Evaluate a run (``lmforge evaluate``): perplexity, or a fine-tuned model's report.
 

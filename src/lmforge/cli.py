@@ -26,6 +26,7 @@ from lmforge import __version__
 from lmforge.adversarial.settings import AttackJob
 from lmforge.api import run_command
 from lmforge.config import build_config, iter_options, load_yaml
+from lmforge.continual.settings import ContinualJob
 from lmforge.deploy.settings import ExportJob
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.explaining.settings import ExplainJob
@@ -99,6 +100,9 @@ COMMANDS: dict[str, Command] = {
     "explain": Command(ExplainJob, "lmforge.explaining.command:run_explain",
                        "attributions (IG, gradient x input, rollout, occlusion, LIME, SHAP) "
                        "as jsonl / HTML / PNG; evaluate=true: their faithfulness"),
+    "continual": Command(ContinualJob, "lmforge.continual.run:run_continual",
+                         "learn a stream of experiences in order (naive, joint, replay, ewc, "
+                         "lwf, agem, lora per experience); accuracy matrix, BWT, FWT"),
 }
 
 

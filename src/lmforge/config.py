@@ -88,6 +88,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()] if value else []
         if not isinstance(value, (list, tuple)):
             value = [value]
+        if dataclasses.is_dataclass(item_tp):
+            # A list of sections (e.g. the experiences of a continual stream): each item is
+            # built and checked like a section, with its index in messages.
+            return [v if isinstance(v, item_tp) else
+                    from_dict(item_tp, _mapping(v, f"{key}[{i}]"), f"{key}[{i}].")
+                    for i, v in enumerate(value)]
         return [_coerce(v, item_tp, key) for v in value]
     if origin is dict or inner is dict:
         if not isinstance(value, Mapping):
@@ -122,6 +128,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return str(value)
+    return value
+
+
+def _mapping(value: Any, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a section (mapping), got {value!r}")
     return value
 
 

@@ -29,7 +29,7 @@ def load_pretrained(auto_class: Any, source: str, kwargs: dict[str, Any],
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"cannot load {source!r} for {what} ({first}); use a folder with "
                           "config.json and safetensors") from None
-    return model, bool(info.get("missing_keys"))
+    return model, bool(info.get("missing_keys") or info.get("mismatched_keys"))
 
 
 def model_kwargs(model_cfg: Any) -> dict[str, Any]:

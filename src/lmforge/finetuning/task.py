@@ -294,6 +294,10 @@ class Task:
     """``lmforge serve`` mounts ``POST /explain`` (word attributions of text inputs)."""
     metric_scale: ClassVar[float] = 100.0
     """Factor from a headline metric to points (1.0 where metrics are percentages already)."""
+    supports_continual: ClassVar[bool] = False
+    """``lmforge continual`` can train it: ``objective()`` returns a module with ``.model``
+    and ``loss_and_counts(logits (B, C), labels)``, so a stream can mask the classes of
+    other experiences, and the labels are single class ids."""
 
     # ---------------------------------------------------------------- training and evaluation
     def setup(self, job: Any, train: datasets.Dataset) -> TaskSettings:

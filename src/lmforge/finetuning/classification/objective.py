@@ -46,7 +46,14 @@ class ClassificationObjective(nn.Module):
 
     def forward(self, labels: torch.Tensor, **inputs: torch.Tensor) -> dict[str, Any]:
         """Logits (B, C) from the model, the loss, and per-class TP/FP/FN counts."""
-        logits = self.model(**inputs).logits.float()  # (B, C)
+        return self.loss_and_counts(self.model(**inputs).logits.float(), labels)
+
+    def loss_and_counts(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        """The loss and additive counts of float logits (B, C) against ``labels``.
+
+        Split from :meth:`forward` so a subclass can change the logits first (continual
+        learning masks the classes of other tasks).
+        """
         weights = self.weights if self.weights.numel() else None
         num_labels = logits.shape[-1]
         out: dict[str, Any] = {"n": labels.shape[0]}

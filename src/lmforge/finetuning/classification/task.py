@@ -116,6 +116,7 @@ class ClassificationTask(Task):
     has_head = True
     onnx_outputs = ("logits",)
     serves_explanations = True
+    supports_continual = True
 
     def setup(self, job: Any, train: datasets.Dataset) -> ClassificationSettings:
         """Label names from the training split plus the column settings."""
@@ -148,7 +149,10 @@ class ClassificationTask(Task):
         kwargs.update(num_labels=len(names), id2label=dict(enumerate(names)),
                       label2id={n: i for i, n in enumerate(names)},
                       problem_type="multi_label_classification" if settings.multi_label
-                      else "single_label_classification")
+                      else "single_label_classification",
+                      # A classifier of another label set (intermediate-task transfer, e.g.
+                      # SST-5 -> SST-2) keeps its encoder and gets a new head.
+                      ignore_mismatched_sizes=True)
         return load_pretrained(AutoModelForSequenceClassification, source, kwargs,
                                "classification")
 
