@@ -31,6 +31,7 @@ from transformers import get_scheduler
 from lmforge.data.sampling import make_batches, shard_batches
 from lmforge.engine import checkpoint as ckpt
 from lmforge.engine.hooks import StepHook
+from lmforge.engine.memory import release_freed_memory
 from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError, DataError, NonFiniteLossError
 from lmforge.settings import TrainConfig
@@ -145,6 +146,7 @@ class Engine:
                  hooks: Sequence[StepHook] = (), loggers: MultiLogger | None = None,
                  lengths: Sequence[int] | None = None,
                  accelerator: Accelerator | None = None, show_progress: bool = True) -> None:
+        release_freed_memory()  # else resident memory creeps up step by step (memory.py)
         self.cfg = cfg
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
