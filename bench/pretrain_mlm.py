@@ -28,7 +28,7 @@ comparing peak memory.
 
 Usage: .venv/bin/python bench/pretrain_mlm.py [--steps 300] [--model-size tiny] [--lr 1e-3]
        [--batch-size 32] [--block 128] [--vocab 8000] [--precision fp32|bf16] [--scale]
-       [--tag NAME] [--out bench/results]
+       [--tag NAME] [--malloc-ablation] [--out bench/results]
 Writes bench/results/pretrain_mlm[-TAG].json.
 """
 
@@ -53,12 +53,12 @@ SHAPES = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512)}  # (layers, hid
 
 
 
-def measured(cmd: list[str]) -> tuple[dict, float]:
+def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[dict, float]:
     """Run ``cmd`` under bench/_maxrss.py; return (its JSON result, peak RSS in MiB)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         report = fh.name
     t0 = time.perf_counter()
-    proc = subprocess.run([PY, str(ROOT / "bench" / "_maxrss.py"), report, *cmd], env=ENV,
+    proc = subprocess.run([PY, str(ROOT / "bench" / "_maxrss.py"), report, *cmd], env=env or ENV,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
@@ -148,6 +148,9 @@ def main() -> None:
                         help="both sides (the peer: TrainingArguments(bf16=True))")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--scale", action="store_true", help="also run the 1x / 10x corpus part")
+    parser.add_argument("--malloc-ablation", action="store_true",
+                        help="also run lmforge with LMFORGE_MALLOC=default (glibc's adaptive "
+                             "mmap threshold, see lmforge/engine/memory.py)")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
@@ -190,6 +193,14 @@ def main() -> None:
     peer, peer_rss = measured([PY, str(ROOT / "bench" / "hf_trainer_mlm.py"), str(split),
                                str(tokenizer), str(work / "peer"), str(args.steps),
                                json.dumps(hp), str(work / "lmforge" / "model")])
+    ablation = None
+    if args.malloc_ablation:
+        load["lmforge_malloc_default"] = round(os.getloadavg()[0], 2)
+        run, rss = measured([*lmf, "pretrain", *common, f"--output-dir={work / 'malloc'}"],
+                            env={**ENV, "LMFORGE_MALLOC": "default"})
+        ablation = {"env": "LMFORGE_MALLOC=default", "peak_rss_mib": rss,
+                    "tokens_per_s": run["summary"]["tokens_per_second"],
+                    "train_seconds": run["summary"]["train_seconds"]}
     scores = {}
     for name, model_dir in (("lmforge", work / "lmforge" / "model"), ("peer", work / "peer")):
         result, _ = measured([*lmf, "evaluate", f"run={model_dir}", f"data.path={split}",
@@ -240,6 +251,8 @@ def main() -> None:
         "rows": rows, "speedup": rows["lmforge"]["tokens_per_s"] / rows["hf_trainer"][
             "tokens_per_s"],
         "tokenizer_seconds": tok_run["summary"]["seconds"]}
+    if ablation is not None:
+        result["lmforge_malloc_default"] = ablation
     if args.scale:
         result["scale"] = scale_benchmark(work, tokenizer)
     name = "pretrain_mlm" + (f"-{args.tag}" if args.tag else "")
