@@ -1,4 +1,4 @@
-"""The allocator setting that returns freed tensor memory to the OS: on by default, opt-out."""
+"""The allocator setting that returns freed tensor memory to the OS: off by default, opt-in."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ def _probe(env_value: str | None) -> str:
 
 
 @pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
-def test_threshold_fixed_once_per_process_unless_opted_out() -> None:
-    assert _probe(None) == ["True", "True"]  # the second call is the cached answer
+def test_threshold_fixed_once_per_process_only_when_asked() -> None:
+    assert _probe("release") == ["True", "True"]  # the second call is the cached answer
+    assert _probe(None) == ["False", "False"]
     assert _probe("default") == ["False", "False"]
 
 
@@ -34,10 +35,11 @@ def test_freed_large_blocks_leave_the_process() -> None:
     # heap and keep them below any small block that outlives them; with the fixed threshold
     # they are unmapped on free, so the loop ends with the resident memory where it began.
     code = """
-import ctypes, sys
+import ctypes, os, sys
 from lmforge.engine.memory import release_freed_memory
 if sys.argv[1] == "fixed":
-    release_freed_memory()
+    os.environ["LMFORGE_MALLOC"] = "release"
+    assert release_freed_memory()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]

@@ -146,7 +146,7 @@ class Engine:
                  hooks: Sequence[StepHook] = (), loggers: MultiLogger | None = None,
                  lengths: Sequence[int] | None = None,
                  accelerator: Accelerator | None = None, show_progress: bool = True) -> None:
-        release_freed_memory()  # else resident memory creeps up step by step (memory.py)
+        release_freed_memory()  # only with LMFORGE_MALLOC=release (why: memory.py)
         self.cfg = cfg
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
