@@ -1,7 +1,8 @@
 """Run a command in this process and record its peak resident memory.
 
 Usage: python bench/_maxrss.py REPORT.json python -m lmforge ... | python script.py ...
-The command's summary.json (lmforge) or stdout JSON line (peer) is stored with maxrss_mib.
+The command's summary.json (lmforge) or stdout JSON line (peer) is stored with maxrss_mib
+(and, where CUDA ran, the device's peak allocated / reserved memory).
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ def main() -> None:
         runpy.run_path(script, run_name="__main__")
         summary = json.loads(Path(argv[2], "bench_summary.json").read_text())
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    Path(report).write_text(json.dumps({"summary": summary, "maxrss_mib": peak_kib / 1024}))
+    measured = {"summary": summary, "maxrss_mib": peak_kib / 1024}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():  # GPU runs: the device's peak too
+        measured["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        measured["cuda_max_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
+    Path(report).write_text(json.dumps(measured))
 
 
 if __name__ == "__main__":

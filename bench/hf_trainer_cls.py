@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from datasets import load_dataset
 from sklearn.metrics import f1_score
 from transformers import (
@@ -97,7 +98,9 @@ def main() -> None:
         "train_seconds": seconds, "eval_seconds": time.perf_counter() - t0,
         "train_examples": len(encoded["train"]), "eval_examples": len(encoded["validation"]),
         "accuracy": metrics["eval_accuracy"], "macro_f1": metrics["eval_macro_f1"],
-        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cuda_max_allocated_mib": torch.cuda.max_memory_allocated() / 2**20
+        if torch.cuda.is_available() else None}))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from datasets import Dataset
 from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
@@ -148,7 +149,9 @@ def main() -> None:
         "train_seconds": seconds, "eval_seconds": time.perf_counter() - t0,
         "train_examples": len(encoded["train"]), "eval_examples": len(encoded["dev"]),
         "labels": label_list,
-        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cuda_max_allocated_mib": torch.cuda.max_memory_allocated() / 2**20
+        if torch.cuda.is_available() else None}
     summary.update({k[len("eval_"):]: v for k, v in metrics.items()
                     if k.startswith("eval_") and k != "eval_runtime"})
     Path(out, "bench_summary.json").write_text(json.dumps(summary))

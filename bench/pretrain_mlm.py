@@ -49,12 +49,15 @@ DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 PY = sys.executable
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false", "LMFORGE_PROGRESS": "0"}
-SHAPES = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512)}  # (layers, hidden) of lmforge
+SHAPES = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512),
+          "base": (12, 768)}  # (layers, hidden) of lmforge's presets
 
 
 
 def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[dict, float]:
-    """Run ``cmd`` under bench/_maxrss.py; return (its JSON result, peak RSS in MiB)."""
+    """Run ``cmd`` under bench/_maxrss.py; return (its JSON result, peak RSS in MiB).
+
+    The JSON result also holds the CUDA peak memory where the command ran on a GPU."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         report = fh.name
     t0 = time.perf_counter()
@@ -175,7 +178,14 @@ def main() -> None:
 
     special = set(load_tokenizer(str(tokenizer)).all_special_ids)
 
-    peaks = {"fp32": matmul_peak("float32"), "bf16": matmul_peak("bfloat16", n=512, reps=2)}
+    import torch
+
+    if torch.cuda.is_available():  # bench/gpu.sh: the GPU's measured peaks
+        from mfu import measured_peaks
+
+        peaks = {k: v / 1e9 for k, v in measured_peaks().items()}
+    else:
+        peaks = {"fp32": matmul_peak("float32"), "bf16": matmul_peak("bfloat16", n=512, reps=2)}
     common = [f"data.path={split}", f"model.tokenizer={tokenizer}",
               f"model.size={args.model_size}", f"data.max_length={hp['block']}",
               f"train.batch_size={hp['batch_size']}", f"train.max_steps={args.steps}",
@@ -217,14 +227,16 @@ def main() -> None:
     rows = {
         "lmforge": {"tokens_per_s": summary["tokens_per_second"],
                     "train_seconds": summary["train_seconds"], "tokens": summary["tokens_seen"],
-                    "peak_rss_mib": ours_rss, "val_loss": scores["lmforge"]["eval_loss"],
+                    "peak_rss_mib": ours_rss, "cuda_max_allocated_mib": ours.get(
+                        "cuda_max_allocated_mib"), "val_loss": scores["lmforge"]["eval_loss"],
                     "val_accuracy": scores["lmforge"]["eval_token_accuracy"],
                     "precision": summary["precision"], "parameters": summary["parameters"],
                     "train_loss": [{"step": m["step"], "loss": m["train_loss"]}
                                    for m in metrics if "train_loss" in m]},
         "hf_trainer": {"tokens_per_s": psum["tokens_per_second"],
                        "train_seconds": psum["train_seconds"], "tokens": psum["tokens"],
-                       "peak_rss_mib": peer_rss, "val_loss": scores["peer"]["eval_loss"],
+                       "peak_rss_mib": peer_rss, "cuda_max_allocated_mib": peer.get(
+                           "cuda_max_allocated_mib"), "val_loss": scores["peer"]["eval_loss"],
                        "val_accuracy": scores["peer"]["eval_token_accuracy"],
                        "precision": psum["precision"], "train_loss": psum["train_loss"]},
     }

