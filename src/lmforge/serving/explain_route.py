@@ -133,14 +133,16 @@ def mount_explain_route(app: FastAPI, predictor: Any, cfg: ServeJob, auth: list[
     def predicted_only(record: dict[str, Any], req: Any) -> dict[str, Any]:
         (row,) = predictor.predict([record], top_k=len(predictor.labels or [1]))
         scores = {c["label"]: c["score"] for c in row["top_k"]}
-        target = req.target if req.target is not None else row["label"]
-        item = {"text": str(record[text_column]), "label": row["label"], "score": row["score"],
+        best = row["top_k"][0]  # multi-label rows carry "labels", not "label"
+        target = req.target if req.target is not None else best["label"]
+        item = {"text": str(record[text_column]), "label": best["label"], "score": best["score"],
                 "target": target, "target_score": scores[target], "words": []}
         return {**item, "tokens": []} if req.tokens else item
 
     def run(records: list[dict[str, Any]], req: Any,
             options: Options) -> dict[str, Any]:
-        empty = [wordless(r) for r in records]
+        with predictor.lock:  # the tokenizer is shared with the batcher's thread
+            empty = [wordless(r) for r in records]
         explained = [r for r, e in zip(records, empty, strict=True) if not e]
         out: list[dict[str, Any]] = []
         calls, seconds = 0, 0.0
