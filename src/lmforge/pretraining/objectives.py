@@ -29,6 +29,32 @@ from torch import nn
 from transformers import BertForMaskedLM, BertForPreTraining, PreTrainedModel
 
 IGNORE = -100
+MASKED_BUCKET = 256
+"""The masked positions of a batch are padded up to a multiple of this with ignored ones, so the
+(M, V) logits and their gradients take a few sizes, not a new one every step: glibc's heap
+reuses freed blocks of a size it has seen, while ever-new sizes fragment it and the resident
+memory grows step after step (measured in BENCHMARKS.md, MLM memory)."""
+
+
+def bucketed_positions(selected: torch.Tensor, bucket: int = MASKED_BUCKET) -> torch.Tensor:
+    """Flat indices of the selected (masked) positions, then of unselected ones up to a
+    multiple of ``bucket`` (at most every position of the batch).
+
+    Args:
+        selected: (B, T) bool, True at masked positions.
+        bucket: The count is rounded up to a multiple of this.
+
+    Returns:
+        (M',) int64 indices into the flattened (B * T) batch: the M masked ones first, in
+        order, then M' - M unmasked ones whose targets the caller ignores.
+    """
+    flat = selected.reshape(-1)
+    masked = flat.nonzero().squeeze(1)  # (M,)
+    extra = min(-(-masked.numel() // bucket) * bucket, flat.numel()) - masked.numel()
+    if extra <= 0:
+        return masked
+    filler = (~flat).nonzero().squeeze(1)[:extra]
+    return torch.cat([masked, filler])
 
 
 class MaskedLMObjective(nn.Module):
@@ -57,29 +83,33 @@ class MaskedLMObjective(nn.Module):
             next_sentence_label: (B,) 0 = B follows A / right order, 1 = not.
         """
         selected = labels != IGNORE  # (B, T) bool
-        targets = labels[selected]  # (M,)
         model = self.model
         sentence_logits = None
         if isinstance(model, (BertForMaskedLM, BertForPreTraining)):
             encoded = model.bert(input_ids=input_ids, attention_mask=attention_mask,
                                  token_type_ids=token_type_ids)
-            hidden = encoded.last_hidden_state[selected]  # (M, H): masked positions only
+            positions = bucketed_positions(selected, MASKED_BUCKET)  # (M',): masked, then pad
+            targets = labels.reshape(-1)[positions]  # (M',), IGNORE beyond the masked
+            states = encoded.last_hidden_state
+            hidden = states.reshape(-1, states.shape[-1])[positions]  # (M', H)
             if isinstance(model, BertForPreTraining):
-                logits = model.cls.predictions(hidden)  # (M, V)
+                logits = model.cls.predictions(hidden)  # (M', V)
                 if next_sentence_label is not None:
                     sentence_logits = model.cls.seq_relationship(encoded.pooler_output)  # (B, 2)
             else:
-                logits = model.cls(hidden)  # (M, V)
+                logits = model.cls(hidden)  # (M', V)
         else:
             kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
             out = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             logits = out.logits[selected]  # (M, V)
-        mlm_loss = F.cross_entropy(logits.float(), targets)
+            targets = labels[selected]  # (M,)
+        masked = int(selected.sum())
+        mlm_loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE)
         result: dict[str, Any] = {
-            "n": targets.numel(),
-            "count_mlm_loss_sum": mlm_loss.detach() * targets.numel(),
-            "count_masked": targets.numel(),
-            "count_correct": (logits.argmax(-1) == targets).sum(),
+            "n": masked,
+            "count_mlm_loss_sum": mlm_loss.detach() * masked,
+            "count_masked": masked,
+            "count_correct": (logits[:masked].argmax(-1) == targets[:masked]).sum(),
         }
         loss = mlm_loss
         if sentence_logits is not None and next_sentence_label is not None:
