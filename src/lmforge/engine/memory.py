@@ -14,7 +14,10 @@ on each use, and the page faults cost more than the arithmetic on a small model.
 peak resident memory with glibc's default, 37.3 s and 1,085 MiB with a 128 KiB threshold,
 25.6 s and 1,336 MiB with 4 MiB; MiniLM-L6 fine-tuning steps took 2.2x as long at 128 KiB.
 So the default leaves the allocator alone, and ``LMFORGE_MALLOC=release`` opts in to the
-128 KiB threshold where memory is the constraint and time is not. Other platforms and
+128 KiB threshold where memory is the constraint and time is not. For MLM pretraining the
+growth came from one tensor family whose size changed every step, the sparse head's (M, V)
+logits; :mod:`lmforge.pretraining.objectives` pads M to a multiple of 256, which brought the
+same 40 steps to 1,111-1,152 MiB at the default allocator's speed. Other platforms and
 allocators (macOS, musl, jemalloc / tcmalloc preloaded) are left as they are.
 """
 
