@@ -29,7 +29,7 @@ from torch import nn
 from transformers import BertForMaskedLM, BertForPreTraining, PreTrainedModel
 
 IGNORE = -100
-MASKED_BUCKET = 256
+MASKED_BUCKET = 64
 """The masked positions of a batch are padded up to a multiple of this with ignored ones, so the
 (M, V) logits and their gradients take a few sizes, not a new one every step: glibc's heap
 reuses freed blocks of a size it has seen, while ever-new sizes fragment it and the resident
