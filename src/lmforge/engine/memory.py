@@ -16,8 +16,9 @@ peak resident memory with glibc's default, 37.3 s and 1,085 MiB with a 128 KiB t
 So the default leaves the allocator alone, and ``LMFORGE_MALLOC=release`` opts in to the
 128 KiB threshold where memory is the constraint and time is not. For MLM pretraining the
 growth came from one tensor family whose size changed every step, the sparse head's (M, V)
-logits; :mod:`lmforge.pretraining.objectives` pads M to a multiple of 64, which brought 40-80
-such steps to 1,111-1,159 MiB (2,036 MiB without, 80 steps) at the default allocator's speed. Other platforms and
+logits; :mod:`lmforge.pretraining.objectives` pads M to a multiple of 64, which
+brought 40-80 such steps to 1,111-1,159 MiB (2,036 MiB without, 80 steps) at the default
+allocator's speed. Other platforms and
 allocators (macOS, musl, jemalloc / tcmalloc preloaded) are left as they are.
 """
 
