@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 from serve_client import HOST, encode, read_response, run, run_clients  # noqa: E402
-from serve_load import ENV, dev_set, free_port, get, write  # noqa: E402
+from serve_load import ENV, dev_set, free_port, get, stop, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,16 +52,6 @@ def start(args: argparse.Namespace, *options: str) -> tuple[int, subprocess.Pope
             raise RuntimeError(f"server did not start: {proc.communicate()[0][-1500:]}")
         time.sleep(0.5)
     return port, proc
-
-
-def stop(proc: subprocess.Popen[str]) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-    return proc.returncode
 
 
 def metric(port: int, name: str) -> float:

@@ -86,6 +86,17 @@ uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 '''
 
 
+def stop(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM a server process, wait up to 90 s for its drain, kill it after that."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+    return proc.returncode
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -160,12 +171,7 @@ def server(target: dict[str, Any], core: int | None, timeout: float
             time.sleep(0.5)
         yield port, proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop(proc)
 
 
 def get(port: int, path: str) -> tuple[int, str]:
