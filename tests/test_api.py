@@ -30,14 +30,20 @@ def _sentiment_tsv(path: Path, rows: int, seed: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("api")
+def sentiment_task(root: Path, **splits: int) -> tuple[Path, Path]:
+    """(encoder folder, data folder) of the tiny sentiment task under ``root``: one file per
+    split with that many rows (``train=96, dev=32``), seeded 0, 1, 2, ... in the order given,
+    and a word encoder over the task's vocabulary."""
     data = root / "data"
     data.mkdir()
-    _sentiment_tsv(data / "train.tsv", 96, 0)
-    _sentiment_tsv(data / "dev.tsv", 32, 1)
+    for seed, (split, rows) in enumerate(splits.items()):
+        _sentiment_tsv(data / f"{split}.tsv", rows, seed)
     return save_word_encoder(root / "encoder", POSITIVE + NEGATIVE + FILLER), data
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return sentiment_task(tmp_path_factory.mktemp("api"), train=96, dev=32)
 
 
 def _finetune(encoder: Path, data: Path, out: Path, precision: str,

@@ -15,19 +15,14 @@ from lmforge.cli import main
 from lmforge.errors import ConfigError
 from lmforge.finetuning.task import get_task
 from lmforge.serving.app import create_app
-from tests.finetuning.conftest import save_word_encoder
-from tests.test_api import FILLER, NEGATIVE, POSITIVE, _sentiment_tsv
+from tests.test_api import NEGATIVE, POSITIVE, sentiment_task
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A classifier that reads the one sentiment word of each sentence (seed 0: >= 90 %)."""
     root = tmp_path_factory.mktemp("attack")
-    data = root / "data"
-    data.mkdir()
-    _sentiment_tsv(data / "train.tsv", 96, 0)
-    _sentiment_tsv(data / "dev.tsv", 32, 1)
-    encoder = save_word_encoder(root / "encoder", POSITIVE + NEGATIVE + FILLER)
+    encoder, data = sentiment_task(root, train=96, dev=32)
     result = lmforge.finetune(
         {"data": {"path": str(data)}, "model": {"pretrained": str(encoder)}},
         train={"max_steps": 40, "batch_size": 16, "lr": 5e-3, "warmup_ratio": 0.0,

@@ -14,18 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.engine.test_ddp import TORCHRUN
-from tests.finetuning.conftest import save_word_encoder
-from tests.test_api import FILLER, NEGATIVE, POSITIVE, _sentiment_tsv
+from tests.test_api import sentiment_task
 
 ENV = {**os.environ, "LMFORGE_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
 
 
 def _data(root: Path) -> tuple[Path, Path]:
-    data = root / "data"
-    data.mkdir()
-    _sentiment_tsv(data / "train.tsv", 96, 0)
-    _sentiment_tsv(data / "dev.tsv", 16, 1)
-    return data, save_word_encoder(root / "encoder", POSITIVE + NEGATIVE + FILLER)
+    encoder, data = sentiment_task(root, train=96, dev=16)
+    return data, encoder
 
 
 def _cmd(run: Path, data: Path, encoder: Path, resume: bool = False) -> list[str]:

@@ -20,8 +20,7 @@ from lmforge.adversarial.training import AdversarialTraining, adversarial_hook, 
 from lmforge.cli import main
 from lmforge.errors import ConfigError
 from lmforge.finetuning.classification.objective import ClassificationObjective
-from tests.finetuning.conftest import save_word_encoder
-from tests.test_api import FILLER, NEGATIVE, POSITIVE, _sentiment_tsv
+from tests.test_api import sentiment_task
 
 EPS, ALPHA, K = 0.7, 0.3, 3
 
@@ -165,12 +164,7 @@ def test_adversarial_hook_rejects_generative_tasks() -> None:
 
 @pytest.fixture(scope="module")
 def sentiment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("adv")
-    data = root / "data"
-    data.mkdir()
-    _sentiment_tsv(data / "train.tsv", 64, 0)
-    _sentiment_tsv(data / "dev.tsv", 16, 1)
-    return save_word_encoder(root / "encoder", POSITIVE + NEGATIVE + FILLER), data
+    return sentiment_task(tmp_path_factory.mktemp("adv"), train=64, dev=16)
 
 
 @pytest.mark.parametrize(("method", "extra", "options"), [

@@ -10,17 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.engine.test_ddp import TORCHRUN
-from tests.finetuning.conftest import save_word_encoder
-from tests.test_api import FILLER, NEGATIVE, POSITIVE, _sentiment_tsv
+from tests.test_api import sentiment_task
 
 
 @pytest.mark.slow
 def test_two_process_finetune_agrees_on_one_run_dir(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    _sentiment_tsv(data / "train.tsv", 64, 0)
-    _sentiment_tsv(data / "dev.tsv", 16, 1)
-    encoder = save_word_encoder(tmp_path / "encoder", POSITIVE + NEGATIVE + FILLER)
+    encoder, data = sentiment_task(tmp_path, train=64, dev=16)
     work = tmp_path / "work"
     work.mkdir()
     # No --output-dir: the default name has a timestamp, which process 0 picks for both.

@@ -8,20 +8,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.finetuning.conftest import save_word_encoder
-from tests.test_api import FILLER, NEGATIVE, POSITIVE, _sentiment_tsv
+from tests.test_api import sentiment_task
 
 
 @pytest.fixture(scope="session")
 def tiny_task(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(encoder folder, data folder with train.tsv / dev.tsv / test.tsv)."""
-    root = tmp_path_factory.mktemp("tiny-task")
-    data = root / "data"
-    data.mkdir()
-    _sentiment_tsv(data / "train.tsv", 96, 0)
-    _sentiment_tsv(data / "dev.tsv", 32, 1)
-    _sentiment_tsv(data / "test.tsv", 32, 2)
-    return save_word_encoder(root / "encoder", POSITIVE + NEGATIVE + FILLER), data
+    return sentiment_task(tmp_path_factory.mktemp("tiny-task"), train=96, dev=32, test=32)
 
 
 def finetune_config(encoder: Path, data: Path, **train: Any) -> dict[str, Any]:
