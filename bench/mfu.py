@@ -29,11 +29,12 @@ import torch
 SHAPES = ((1024, 384, 1536), (2048, 1536, 384), (2048, 2048, 2048), (4096, 768, 3072))
 
 
-def matmul_peak(dtype: torch.dtype, repeats: int = 5, seconds: float = 0.5) -> float:
-    """Best measured FLOP/s of ``A @ B`` in ``dtype`` over :data:`SHAPES` (CPU or CUDA)."""
+def matmul_peak(dtype: torch.dtype, repeats: int = 5, seconds: float = 0.5,
+                shapes: Iterable[tuple[int, int, int]] = SHAPES) -> float:
+    """Best measured FLOP/s of ``A @ B`` in ``dtype`` over ``shapes`` (CPU or CUDA)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     best = 0.0
-    for m, k, n in SHAPES:
+    for m, k, n in shapes:
         a = torch.randn(m, k, device=device, dtype=dtype)
         b = torch.randn(k, n, device=device, dtype=dtype)
         flops = 2.0 * m * k * n

@@ -70,22 +70,6 @@ def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[dict, f
     return data, data["maxrss_mib"]
 
 
-def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 5) -> float:
-    """Best GFLOP/s of an n x n matrix product in ``dtype`` on this machine."""
-    import torch
-
-    dtype = getattr(torch, dtype_name)
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
-
-
 def flops_per_token(layers: int, hidden: int, vocab: int, block: int, mask_rate: float) -> float:
     """Training FLOPs per token (forward + backward = 3 x forward) of BERT MLM."""
     dense = layers * 12 * hidden * hidden  # QKV + output (4H^2) and FFN (8H^2) weights
@@ -178,12 +162,15 @@ def main() -> None:
 
     special = set(load_tokenizer(str(tokenizer)).all_special_ids)
 
-    from mfu import measured_peaks
+    import torch
+    from mfu import matmul_peak, measured_peaks
 
     # The same peaks as bench/speed_finetune.py (CPU or GPU); where bf16 is emulated, its slow
-    # peak is still measured so the JSON shows why MFU against it means nothing.
+    # peak is still measured (one small product) so the JSON shows why MFU against it means
+    # nothing.
     peaks = {k: v / 1e9 for k, v in measured_peaks().items()}
-    peaks.setdefault("bf16", matmul_peak("bfloat16", n=512, reps=2))
+    peaks.setdefault("bf16", matmul_peak(torch.bfloat16, repeats=2,
+                                         shapes=((512, 512, 512),)) / 1e9)
     common = [f"data.path={split}", f"model.tokenizer={tokenizer}",
               f"model.size={args.model_size}", f"data.max_length={hp['block']}",
               f"train.batch_size={hp['batch_size']}", f"train.max_steps={args.steps}",
