@@ -130,14 +130,19 @@ def mount_explain_route(app: FastAPI, predictor: Any, cfg: ServeJob, auth: list[
         return not any(predictor.tokenizer(s, add_special_tokens=False)["input_ids"]
                        for s in strings)
 
-    def predicted_only(record: dict[str, Any], req: Any) -> dict[str, Any]:
-        (row,) = predictor.predict([record], top_k=len(predictor.labels or [1]))
-        scores = {c["label"]: c["score"] for c in row["top_k"]}
-        best = row["top_k"][0]  # multi-label rows carry "labels", not "label"
-        target = req.target if req.target is not None else best["label"]
-        item = {"text": str(record[text_column]), "label": best["label"], "score": best["score"],
-                "target": target, "target_score": scores[target], "words": []}
-        return {**item, "tokens": []} if req.tokens else item
+    def predicted_only(records: list[dict[str, Any]], req: Any) -> list[dict[str, Any]]:
+        # One forward pass for all the wordless inputs of the request.
+        rows = predictor.predict(records, top_k=len(predictor.labels or [1])) if records else []
+        out = []
+        for record, row in zip(records, rows, strict=True):
+            scores = {c["label"]: c["score"] for c in row["top_k"]}
+            best = row["top_k"][0]  # multi-label rows carry "labels", not "label"
+            target = req.target if req.target is not None else best["label"]
+            item = {"text": str(record[text_column]), "label": best["label"],
+                    "score": best["score"], "target": target, "target_score": scores[target],
+                    "words": []}
+            out.append({**item, "tokens": []} if req.tokens else item)
+        return out
 
     def run(records: list[dict[str, Any]], req: Any,
             options: Options) -> dict[str, Any]:
@@ -167,8 +172,8 @@ def mount_explain_route(app: FastAPI, predictor: Any, cfg: ServeJob, auth: list[
                         row["tokens"], entry["token_scores"], strict=True)]
                 out.append(item)
         done = iter(out)
-        ordered = [predicted_only(r, req) if e else next(done)
-                   for r, e in zip(records, empty, strict=True)]
+        without = iter(predicted_only([r for r, e in zip(records, empty, strict=True) if e], req))
+        ordered = [next(without) if e else next(done) for e in empty]
         return {"results": ordered, "model_calls": calls + sum(empty), "seconds": seconds}
 
     async def explain(request: Any, req: Any) -> dict[str, Any]:
