@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from concurrent.futures import ProcessPoolExecutor
+
 from lmforge.lineage import (
     config_hash,
     data_fingerprints,
@@ -13,6 +15,22 @@ from lmforge.lineage import (
     read_lineage,
     write_lineage,
 )
+from lmforge.runs import write_json
+
+
+def _write_many(path: Path, writer: int) -> int:
+    for i in range(200):
+        write_json(path, {"writer": writer, "i": i})
+    return writer
+
+
+def test_two_processes_writing_one_json_never_lose_a_rename(tmp_path: Path) -> None:
+    # Two DDP ranks once shared ``name.tmp``: the first rename took the other's file.
+    target = tmp_path / "lineage.json"
+    with ProcessPoolExecutor(2) as pool:
+        assert sorted(pool.map(_write_many, [target, target], [0, 1])) == [0, 1]
+    assert json.loads(target.read_text())["i"] == 199
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_hashes_and_fingerprints(tmp_path: Path) -> None:

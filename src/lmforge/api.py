@@ -109,13 +109,14 @@ def run_command(command: str, job: Any, resume: bool = False,
     from lmforge.cli import COMMANDS, quiet_libraries
     from lmforge.engine.scope import run_scope
     from lmforge.lineage import write_lineage
+    from lmforge.runs import is_main_process
 
     quiet_libraries(debug=False, interactive=True)  # lmforge logs its own line for a new head
     kwargs = {"hooks": list(hooks)} if hooks else {}
     started = time.time()
     with run_scope():
         summary = COMMANDS[command].load()(job, resume=resume, **kwargs, **options)
-    if isinstance(summary, Mapping) and summary.get("run_dir") and \
+    if isinstance(summary, Mapping) and summary.get("run_dir") and is_main_process() and \
             dataclasses.is_dataclass(job) and Path(summary["run_dir"]).is_dir():
         write_lineage(command, to_dict(job), summary["run_dir"], started)
     return summary

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -298,7 +299,7 @@ def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (written to a temp file, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process (DDP ranks)
     tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True),
                    encoding="utf-8")
     tmp.replace(path)

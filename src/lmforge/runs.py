@@ -73,10 +73,28 @@ def _create_run_dir(output_dir: str | None, command: str, must_exist: bool) -> P
     return path
 
 
+def is_main_process() -> bool:
+    """True outside a distributed launch and on its global rank 0.
+
+    Read from ``RANK`` (set by ``torchrun`` / ``accelerate launch``) because it is asked
+    after a run, when accelerate's state has already been reset by ``run_scope``.
+    """
+    return os.environ.get("RANK", "0") == "0"
+
+
+def temporary_name(path: Path) -> Path:
+    """A sibling of ``path`` that no other process writes (``name.<pid>.tmp``).
+
+    Two ranks that both write the same file must not share a temporary: the first
+    rename would take the other's file away before it is renamed.
+    """
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (temporary file, then rename)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_name(path)
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
     os.replace(tmp, path)
 

@@ -82,3 +82,6 @@ def test_pgd_trains_under_two_process_ddp(tmp_path: Path) -> None:
     assert summary["processes"] == 2 and summary["steps"] == 4
     # grad_accum=2 micro-batches per step, each with K=2 extra passes.
     assert summary["adversarial"]["extra_forward_per_step"] == 4.0
+    # Only rank 0 writes the lineage, and no rank leaves a temporary behind.
+    assert json.loads((run / "lineage.json").read_text())["command"] == "finetune"
+    assert not list(run.glob("*.tmp"))

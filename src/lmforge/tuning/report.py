@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from lmforge.config import load_yaml
+from lmforge.runs import temporary_name
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def write_table(rows: list[dict[str, Any]], run_dir: Path) -> None:
     """``trials.csv`` (every column) and ``trials.md``."""
     columns = _columns(rows)
-    tmp = run_dir / "trials.csv.tmp"
+    tmp = temporary_name(run_dir / "trials.csv")
     with tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
