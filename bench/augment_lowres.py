@@ -57,7 +57,7 @@ def main() -> None:
                      "task": {"text_column": "sentence"},
                      "model": {"pretrained": "all-minilm-l6-v2"}},
                     train={"epochs": args.epochs, "batch_size": 16, "lr": 1e-4,
-                           "warmup_ratio": 0.1, "seed": seed, "num_threads": 1,
+                           "warmup_ratio": 0.1, "seed": seed,
                            "eval_every": 0},
                     aug=sections.get("aug", {}), track={"backends": ["jsonl"],
                                                         "progress": False},
