@@ -65,6 +65,27 @@ def test_faithfulness_beats_random_and_agreement(explained) -> None:
                                                             "0.5"}
 
 
+def test_wordless_input_keeps_its_prediction_and_gets_no_scores(sentiment: Predictor) -> None:
+    # U+200B survives the blank-text check but the tokenizer drops it: no word to score.
+    explainer = Explainer(sentiment, SMALL)
+    records = [{"text": TEXTS[0]}, {"text": "\u200b"}, {"text": TEXTS[1]}]
+    result = explainer.explain(records, DEFAULT_METHODS)
+    wordy, wordless = result.examples[0], result.examples[1]
+    assert len(wordless.features) == 0 and wordless.words == []
+    assert wordless.prediction["label"] in {"neg", "pos"}
+    for name in DEFAULT_METHODS:
+        assert [len(s) for s in result.scores[name]] == [len(e.features)
+                                                         for e in result.examples]
+    # The others are explained as if alone.
+    alone = explainer.explain([records[0]], ["occlusion"]).scores["occlusion"][0]
+    np.testing.assert_allclose(result.scores["occlusion"][0], alone, atol=1e-6)
+    assert len(wordy.features) > 0
+    evaluation = explainer.evaluate(result)
+    assert evaluation["examples"] == 2
+    with pytest.raises(DataError, match="at least one input with words"):
+        explainer.evaluate(explainer.explain([records[1]], ["occlusion"]))
+
+
 def test_target_label_and_bad_inputs(sentiment: Predictor) -> None:
     rows = sentiment.explain(TEXTS[0], methods=["occlusion"], target="neg")
     assert rows[0]["prediction"]["target"] == "neg"

@@ -79,9 +79,9 @@ def _example(record: dict[str, Any], enc: Any, texts: list[str], tokenizer: Any,
     types = np.asarray(enc["token_type_ids"], dtype=np.int64) if "token_type_ids" in enc \
         else None
     seq_ids = enc.sequence_ids(0)
+    # A text of only characters the tokenizer drops (e.g. U+200B) has no feature: the example
+    # keeps its prediction and gets empty scores (Explainer.explain skips it).
     features = np.asarray([i for i, s in enumerate(seq_ids) if s is not None], dtype=np.int64)
-    if len(features) == 0:
-        raise DataError("an input has no tokens to explain; give a non-empty text")
     tokens = tokenizer.convert_ids_to_tokens([int(ids[i]) for i in features])
     words = group_words(texts, [enc["offset_mapping"][i] for i in features],
                         [seq_ids[i] for i in features],

@@ -117,28 +117,48 @@ class Explainer:
         for name in methods:
             self.scorer.counter = Counter()
             with self.scorer.counter:
-                result.scores[name] = METHODS[name].fn(self.context, examples)
+                result.scores[name] = self._scores(name, examples)
             result.cost[name] = _cost(self.scorer.counter, len(examples))
         return result
+
+    def _scores(self, method: str, examples: list[Example]) -> list[np.ndarray]:
+        """One method's (F,) scores per example; an example without features gets (0,)."""
+        wordy = [ex for ex in examples if len(ex.features)]
+        scores = iter(METHODS[method].fn(self.context, wordy) if wordy else [])
+        return [next(scores) if len(ex.features) else np.zeros(0, dtype=np.float32)
+                for ex in examples]
 
     def evaluate(self, result: Explanations, bins: tuple[float, ...] = BINS
                  ) -> dict[str, Any]:
         """Faithfulness (AOPC comprehensiveness / sufficiency) per method and agreement.
 
         A ``random`` method is added when missing, evaluated the same way.
+        Inputs without a word (empty scores) are left out: nothing can be removed from them.
+
+        Raises:
+            DataError: no input has a word to remove.
         """
+        from lmforge.errors import DataError
+
         if "random" not in result.scores:
             self.scorer.counter = Counter()
             with self.scorer.counter:
-                result.scores["random"] = METHODS["random"].fn(self.context, result.examples)
+                result.scores["random"] = self._scores("random", result.examples)
             result.cost["random"] = _cost(self.scorer.counter, len(result.examples))
+        keep = [k for k, ex in enumerate(result.examples) if len(ex.features)]
+        if not keep:
+            raise DataError("faithfulness needs at least one input with words; every input "
+                            "was empty after tokenization")
+        examples = [result.examples[k] for k in keep]
         faith: dict[str, Any] = {}
         started = time.perf_counter()
         for name, scores in result.scores.items():
-            faith[name] = aopc(self.scorer, result.examples, scores, self.adapter.perturbation,
-                               self.context.fill_id, bins)
-        return {"faithfulness": faith, "agreement": agreement(result.scores),
-                "bins": list(bins), "examples": len(result.examples),
+            faith[name] = aopc(self.scorer, examples, [scores[k] for k in keep],
+                               self.adapter.perturbation, self.context.fill_id, bins)
+        return {"faithfulness": faith,
+                "agreement": agreement({m: [s[k] for k in keep]
+                                        for m, s in result.scores.items()}),
+                "bins": list(bins), "examples": len(examples),
                 "evaluation_seconds": time.perf_counter() - started}
 
 

@@ -123,58 +123,29 @@ def mount_explain_route(app: FastAPI, predictor: Any, cfg: ServeJob, auth: list[
     request_model = explain_request_model(list(cfg.explain_methods), cfg.explain_max_budget,
                                           bool(pair_column), predictor.labels)
 
-    def wordless(record: dict[str, Any]) -> bool:
-        # A text of only characters the tokenizer drops (e.g. U+200B) has no word to score; the
-        # explainers need one, so such inputs get their prediction and an empty word list.
-        strings = [record[text_column]] + ([record[pair_column]] if pair_column else [])
-        return not any(predictor.tokenizer(s, add_special_tokens=False)["input_ids"]
-                       for s in strings)
-
-    def predicted_only(records: list[dict[str, Any]], req: Any) -> list[dict[str, Any]]:
-        # One forward pass for all the wordless inputs of the request.
-        rows = predictor.predict(records, top_k=len(predictor.labels or [1])) if records else []
-        out = []
-        for record, row in zip(records, rows, strict=True):
-            scores = {c["label"]: c["score"] for c in row["top_k"]}
-            best = row["top_k"][0]  # multi-label rows carry "labels", not "label"
-            target = req.target if req.target is not None else best["label"]
-            item = {"text": str(record[text_column]), "label": best["label"],
-                    "score": best["score"], "target": target, "target_score": scores[target],
-                    "words": []}
-            out.append({**item, "tokens": []} if req.tokens else item)
-        return out
-
     def run(records: list[dict[str, Any]], req: Any,
             options: Options) -> dict[str, Any]:
-        with predictor.lock:  # the tokenizer is shared with the batcher's thread
-            empty = [wordless(r) for r in records]
-        explained = [r for r, e in zip(records, empty, strict=True) if not e]
+        # A text the tokenizer reduces to nothing (e.g. U+200B) comes back from the explainer
+        # with its prediction and no words.
+        explainer = Explainer(predictor, options)
+        with predictor.lock:  # the tokenizer and model are shared with the batcher's thread
+            result = explainer.explain(records, [req.method], req.target)
+        cost = result.cost[req.method]
         out: list[dict[str, Any]] = []
-        calls, seconds = 0, 0.0
-        if explained:
-            explainer = Explainer(predictor, options)
-            with predictor.lock:
-                result = explainer.explain(explained, [req.method], req.target)
-            rows = result.rows(token_level=True)
-            cost = result.cost[req.method]
-            calls, seconds = int(cost["sequences"]), float(cost["seconds"])
-            for ex, row in zip(result.examples, rows, strict=True):
-                entry = row["methods"][req.method]
-                pred = ex.prediction
-                item = {"text": str(ex.record[text_column]), "label": pred["label"],
-                        "score": pred["score"], "target": pred["target"],
-                        "target_score": pred["target_score"],
-                        "words": [{"word": w, "score": s, "segment": g} for w, s, g in zip(
-                            row["words"], entry["word_scores"], row["word_segments"],
-                            strict=True)]}
-                if req.tokens:
-                    item["tokens"] = [{"token": t, "score": s} for t, s in zip(
-                        row["tokens"], entry["token_scores"], strict=True)]
-                out.append(item)
-        done = iter(out)
-        without = iter(predicted_only([r for r, e in zip(records, empty, strict=True) if e], req))
-        ordered = [next(without) if e else next(done) for e in empty]
-        return {"results": ordered, "model_calls": calls + sum(empty), "seconds": seconds}
+        for ex, row in zip(result.examples, result.rows(token_level=True), strict=True):
+            entry = row["methods"][req.method]
+            pred = ex.prediction
+            item = {"text": str(ex.record[text_column]), "label": pred["label"],
+                    "score": pred["score"], "target": pred["target"],
+                    "target_score": pred["target_score"],
+                    "words": [{"word": w, "score": s, "segment": g} for w, s, g in zip(
+                        row["words"], entry["word_scores"], row["word_segments"], strict=True)]}
+            if req.tokens:
+                item["tokens"] = [{"token": t, "score": s} for t, s in zip(
+                    row["tokens"], entry["token_scores"], strict=True)]
+            out.append(item)
+        return {"results": out, "model_calls": int(cost["sequences"]),
+                "seconds": float(cost["seconds"])}
 
     async def explain(request: Any, req: Any) -> dict[str, Any]:
         # The request model already holds the enabled methods and the budget cap (422).
