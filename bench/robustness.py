@@ -35,14 +35,19 @@ TASKS = {"sst2": {"text_column": "sentence", "dev": "dev.tsv"},
 # has norm ~5.5). A first try with epsilon 1.0 / alpha 0.3 kept FGM and FreeLB at chance level.
 FREELB = ["train.adversarial=freelb", "adv.epsilon=0.3", "adv.alpha=0.1", "adv.steps=2",
           "adv.init_mag=0.1"]
+PGD = ["train.adversarial=pgd", "adv.epsilon=0.3", "adv.alpha=0.1", "adv.steps=2"]
+CHAR_AUG = ["data.augment=char", "aug.char_rate=0.15"]
 METHODS = {
     "plain": [],
     "fgm": ["train.adversarial=fgm", "adv.epsilon=0.2"],
-    "pgd": ["train.adversarial=pgd", "adv.epsilon=0.3", "adv.alpha=0.1", "adv.steps=2"],
+    "pgd": PGD,
     "freelb": FREELB,
     "rdrop": ["train.adversarial=rdrop", "adv.rdrop_alpha=1.0"],
-    "char-aug": ["data.augment=char", "aug.char_rate=0.15"],
-    "freelb+char-aug": [*FREELB, "data.augment=char", "aug.char_rate=0.15"],
+    "char-aug": CHAR_AUG,
+    # Embedding-space perturbation and character noise defend against different things
+    # (small moves of the input vectors vs words split into other word pieces): both at once.
+    "pgd+char-aug": [*PGD, *CHAR_AUG],
+    "freelb+char-aug": [*FREELB, *CHAR_AUG],
 }
 HP = ["train.batch_size=32", "train.lr=1e-4", "train.warmup_ratio=0.1", "train.seed=42",
       "data.max_length=128", "train.group_by_length=true", "train.adam_beta2=0.999",
