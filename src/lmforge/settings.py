@@ -184,8 +184,11 @@ class TrainConfig:
     eval_max_batches: int | None = opt(None, "Cap on evaluation batches (None: all).")
     save_every: int = opt(0, "Save a resumable checkpoint every N steps (0: each evaluation).")
     keep_last: int = opt(2, "Checkpoints kept besides the best one.")
-    metric_for_best: str = opt("eval_loss", "Metric that picks the best checkpoint.")
-    greater_is_better: bool = opt(False, "Whether a larger metric_for_best is better.")
+    metric_for_best: str = opt("eval_loss", "Metric that picks the best checkpoint (finetune: "
+                                            "auto, the task's: accuracy for classification, "
+                                            "else eval_loss).")
+    greater_is_better: bool = opt(False, "Whether a larger metric_for_best is better (set by "
+                                         "metric_for_best=auto).")
     num_threads: int | None = opt(None, "CPU threads for torch (None: torch's default).")
     label_smoothing: float = opt(0.0, "Label smoothing for classification losses "
                                       "(Szegedy et al. 2016).")
@@ -338,9 +341,11 @@ class FinetuneJob:
     # Fine-tuning conventions (BERT, run_glue.py, the Trainer): AdamW beta2 0.999, eps 1e-8;
     # the pretraining defaults (0.98, 1e-6, RoBERTa) suit long runs with large batches.
     # Length grouping: less padding, the same examples per epoch.
+    # metric_for_best=auto: the task picks (classification: accuracy; others: the loss).
     train: FinetuneTrainConfig = opt(FinetuneTrainConfig(lr=5e-5, epochs=3.0, warmup_ratio=0.1,
                                                          adam_beta2=0.999, adam_eps=1e-8,
-                                                         group_by_length=True), "")
+                                                         group_by_length=True,
+                                                         metric_for_best="auto"), "")
     peft: PeftConfig = opt(PeftConfig(), "")
     adv: AdversarialConfig = opt(AdversarialConfig(), "")
     aug: AugmentConfig = opt(AugmentConfig(), "")

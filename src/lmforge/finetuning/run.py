@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -30,6 +31,15 @@ from lmforge.tracking import build_loggers
 log = logging.getLogger(__name__)
 
 
+def resolve_selection_metric(job: FinetuneJob, task: Any) -> FinetuneJob:
+    """``train.metric_for_best=auto`` -> the task's metric and direction (saved resolved)."""
+    if job.train.metric_for_best != "auto":
+        return job
+    name, greater = task.selection_metric(job)
+    return dataclasses.replace(job, train=dataclasses.replace(
+        job.train, metric_for_best=name, greater_is_better=greater))
+
+
 def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHook] = (),
                  report_splits: Sequence[str] = ("validation", "test")) -> dict[str, Any]:
     """Fine-tune, keep the best checkpoint, save ``model/`` and evaluate on dev (and test).
@@ -47,6 +57,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
         raise ConfigError("finetune needs a starting model: set model.pretrained=FOLDER, a "
                           "pretrain run directory or a hub name")
     task = get_task(job.task.name)
+    job = resolve_selection_metric(job, task)
     accelerator, precision = make_accelerator(job.train.precision)
     run_dir = make_run_dir(job.output_dir, "finetune", must_exist=resume)
     if accelerator.is_main_process:

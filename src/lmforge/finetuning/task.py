@@ -327,6 +327,11 @@ class Task:
         """Evaluation metrics during training from summed counts."""
         raise NotImplementedError
 
+    def selection_metric(self, job: Any) -> tuple[str, bool]:
+        """``train.metric_for_best=auto``: the in-loop metric that picks the best checkpoint
+        and whether larger is better. The loss, unless the task knows a better one."""
+        return "eval_loss", False
+
     def finalize(self, model: nn.Module, tokenizer: Any, settings: Any,
                  validation: datasets.Dataset | None, accelerator: Any) -> None:
         """Optional post-training step (e.g. tune thresholds); may update ``settings``."""

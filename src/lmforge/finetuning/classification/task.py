@@ -118,6 +118,12 @@ class ClassificationTask(Task):
     serves_explanations = True
     supports_continual = True
 
+    def selection_metric(self, job: Any) -> tuple[str, bool]:
+        """Accuracy (subset accuracy for multi-label), not the loss: the validation loss rises
+        once the model grows confident while its accuracy still improves, so picking on the
+        loss keeps an early checkpoint (SST-2, BENCHMARKS.md: the defaults study)."""
+        return ("eval_subset_accuracy" if job.task.multi_label else "eval_accuracy"), True
+
     def setup(self, job: Any, train: datasets.Dataset) -> ClassificationSettings:
         """Label names from the training split plus the column settings."""
         task = job.task
