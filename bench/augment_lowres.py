@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -63,6 +64,9 @@ def main() -> None:
                                                         "progress": False},
                     output_dir=str(work / f"n{size}-s{seed}-{name}"))
                 acc = result.summary["validation_metrics"]["accuracy"]
+                # The resumable checkpoints (model + optimizer) are not needed once it is done.
+                shutil.rmtree(work / f"n{size}-s{seed}-{name}" / "checkpoints",
+                              ignore_errors=True)
                 results["runs"].append({"train_sentences": size, "seed": seed,
                                         "method": name, "dev_accuracy": acc,
                                         "train_seconds": result.summary["train_seconds"]})

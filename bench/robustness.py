@@ -48,6 +48,11 @@ METHODS = {
     # (small moves of the input vectors vs words split into other word pieces): both at once.
     "pgd+char-aug": [*PGD, *CHAR_AUG],
     "freelb+char-aug": [*FREELB, *CHAR_AUG],
+    # Tried after the rows above, on the same 200 dev sentences: larger budgets.
+    "freelb+char-aug-2ep": [*FREELB, *CHAR_AUG, "train.epochs=2"],
+    "freelb-e0.6+char-aug0.25": ["train.adversarial=freelb", "adv.epsilon=0.6", "adv.alpha=0.2",
+                                 "adv.steps=2", "adv.init_mag=0.1", "data.augment=char",
+                                 "aug.char_rate=0.25"],
 }
 HP = ["train.batch_size=32", "train.lr=1e-4", "train.warmup_ratio=0.1", "train.seed=42",
       "data.max_length=128", "train.group_by_length=true", "train.adam_beta2=0.999",
