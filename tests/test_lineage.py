@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from lmforge.lineage import (
     config_hash,
