@@ -123,3 +123,6 @@ def test_pair_ner_and_qa_targets(pair_run: Path, ner_run: Path, qa_run: Path) ->
     assert len(row["methods"]["ig"]["token_scores"]) == len(row["tokens"])
     with pytest.raises(ConfigError, match="target= is for"):
         qa.explain(record, ["occlusion"], target="x")
+    # A context the tokenizer reduces to nothing has no span to explain: one clear line.
+    with pytest.raises(DataError, match="context has no token left"):
+        qa.explain({"question": "where ?", "context": "\u200b"}, ["occlusion"])

@@ -242,7 +242,9 @@ class QuestionAnsweringAdapter:
             context = [int(p) for p, w in zip(ex.features, self._segments(ex), strict=True)
                        if w == 1]
             if not context:
-                raise DataError("the context was cut away entirely; shorten the question")
+                raise DataError("the context has no token left (a long question cut it away, "
+                                "or the tokenizer dropped every character); shorten the "
+                                "question or give a context with words")
             s_log, e_log = start.float(), end.float()
             best, span = -float("inf"), (context[0], context[0])
             for i, s in enumerate(context):
