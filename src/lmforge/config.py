@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import os
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -299,7 +298,9 @@ def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (written to a temp file, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process (DDP ranks)
+    from lmforge.runs import temporary_name  # runs imports this module at load time
+
+    tmp = temporary_name(path)  # one per process (DDP ranks)
     tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True),
                    encoding="utf-8")
     tmp.replace(path)
