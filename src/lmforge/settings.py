@@ -179,6 +179,9 @@ class TrainConfig:
     precision: str = opt("auto", "auto (bf16 where the CPU/GPU supports it), bf16, fp16 "
                                  "(GPU only) or fp32.")
     group_by_length: bool = opt(False, "Batch examples of similar length (less padding).")
+    fast_dropout: bool = opt(True, "On CPU, draw dropout masks four to a 64-bit random number "
+                                   "(the same Bernoulli(p) to 2^-16, several times cheaper; "
+                                   "lmforge/engine/dropout.py). false: torch's own dropout.")
     log_every: int = opt(10, "Log training metrics every N steps.")
     eval_every: int = opt(0, "Evaluate every N steps (0: at the end of each epoch).")
     eval_max_batches: int | None = opt(None, "Cap on evaluation batches (None: all).")

@@ -30,6 +30,7 @@ from transformers import get_scheduler
 
 from lmforge.data.sampling import make_batches, shard_batches
 from lmforge.engine import checkpoint as ckpt
+from lmforge.engine.dropout import fast_dropout_scope
 from lmforge.engine.hooks import StepHook
 from lmforge.engine.memory import release_freed_memory
 from lmforge.engine.precision import make_accelerator
@@ -247,6 +248,11 @@ class Engine:
         """
         if resume:
             self._resume()
+        fast = self.cfg.fast_dropout and self.accelerator.device.type == "cpu"
+        with fast_dropout_scope(self.unwrapped, enabled=fast):
+            return self._train()
+
+    def _train(self) -> TrainResult:
         for hook in self.hooks:
             hook.on_train_begin(self)
         cfg, state = self.cfg, self.state
