@@ -9,6 +9,8 @@ AdamW (0.9, 0.999, 1e-8), max length 128, 1 epoch by default):
   AdamW, ``train.precision=auto``: bf16 where the CPU has bf16 units, else fp32). One
   in-loop evaluation of one batch at the last step (no best-checkpoint pick), so the dev
   numbers below come from the same final weights the peer reports.
+- ``lmforge-torch-dropout`` (with ``--arms``): the same command with
+  ``train.fast_dropout=false`` (torch's per-element Bernoulli dropout), to isolate that change.
 - ``trainer``: the strongest reasonable `Trainer` configuration: dynamic padding
   (`DataCollatorWithPadding` / `DataCollatorForTokenClassification`), length grouping
   (`train_sampling_strategy="group_by_length"`), bf16 where the CPU has bf16 units (else
@@ -23,7 +25,7 @@ process, real (non-padding) training tokens per second, and MFU: the model FLOPs
 tokens (``bench/mfu.py``) over the measured matrix-product peak of the precision that ran.
 
 Usage: .venv/bin/python bench/speed_finetune.py --task sst2|conll2003 [--seeds 42,43,44]
-           [--epochs 1] [--max-train N] [--fp32-rows]
+           [--epochs 1] [--max-train N] [--fp32-rows] [--arms a,b] [--tag T]
 """
 
 from __future__ import annotations
@@ -94,10 +96,12 @@ def one_run(arm: str, task: str, seed: int, precision: str, args: argparse.Names
     """Run one arm once; return its row (metric, seconds, memory)."""
     name = f"{arm}-{precision}-s{seed}"
     out = work / name
-    if arm == "lmforge":
+    if arm.startswith("lmforge"):
         report = work / f"{name}.rss.json"
         cmd = [sys.executable, str(ROOT / "bench" / "_maxrss.py"), str(report),
                *lmforge_command(task, data, out, args.epochs, seed, precision)]
+        if arm == "lmforge-torch-dropout":  # the same run with torch's own dropout
+            cmd.append("train.fast_dropout=false")
         wall, rc = run(cmd, env, work / f"{name}.log")
         if rc:
             return {"arm": arm, "seed": seed, "precision": precision, "error": rc}
@@ -177,6 +181,10 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--fp32-rows", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--arms", default=None,
+                        help="comma list of lmforge, lmforge-torch-dropout, trainer, "
+                             "trainer-pad128 (default: lmforge, trainer and, for sst2, pad128)")
+    parser.add_argument("--tag", default="", help="suffix of the results file names")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"skipped: {DATA} not found (the shared datasets are not beside this repo)")
@@ -202,7 +210,8 @@ def main() -> None:
     precisions = ["bf16" if torch.cuda.is_available() or cpu_supports_bf16() else "fp32"]
     if args.fp32_rows and precisions[0] == "bf16":
         precisions.append("fp32")
-    arms = ["lmforge", "trainer"] + (["trainer-pad128"] if args.task == "sst2" else [])
+    arms = args.arms.split(",") if args.arms else \
+        ["lmforge", "trainer"] + (["trainer-pad128"] if args.task == "sst2" else [])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "LMFORGE_PROGRESS": "0"}
     rows = []
@@ -224,7 +233,7 @@ def main() -> None:
     result["aggregate"] = aggregate(rows, tokens, flops, peaks)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"speed_finetune_{args.task}"
+    name = f"speed_finetune_{args.task}" + (f"-{args.tag}" if args.tag else "")
     (out / f"{name}.json").write_text(json.dumps(result, indent=2))
     (out / f"{name}.md").write_text(table(result) + "\n")
     print(table(result))
