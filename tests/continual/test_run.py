@@ -128,3 +128,23 @@ def test_intermediate_task_transfer_gets_a_new_head(tiny_stream: Stream, tmp_pat
                               output_dir=str(tmp_path / "b"), **common)
     assert len(first.summary["labels"]) == 3 and second.summary["labels"] == ["sport", "tech"]
     assert second.summary["new_head"] is True
+
+
+def test_a_second_run_into_a_finished_stream_needs_resume(
+        tiny_stream: Stream, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rerunning into the same folder must not silently reuse the earlier stream's results."""
+    import yaml
+
+    encoder, data = tiny_stream
+    out = tmp_path / "run"
+    config = tmp_path / "stream.yaml"
+    config.write_text(yaml.safe_dump(stream_config(encoder, data, out, names=["mood", "topic"],
+                                                   train={"max_steps": 2})))
+    assert main(["continual", "-c", str(config)]) == 0
+    first = json.loads((out / "summary.json").read_text())["accuracy_matrix"]
+    capsys.readouterr()
+    assert main(["continual", "-c", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a continual run" in err[0] and "--resume" in err[0]
+    assert main(["continual", "-c", str(config), "--resume"]) == 0  # done: nothing to train
+    assert json.loads((out / "summary.json").read_text())["accuracy_matrix"] == first
