@@ -152,3 +152,18 @@ def test_engine_runs_with_and_without_it_and_each_is_reproducible(tmp_path: Path
     first = engine(tmp_path / "d").evaluate()["eval_loss"]
     assert results["a"].metrics["eval_loss"] < first
     assert results["c"].metrics["eval_loss"] < first
+
+
+@pytest.mark.parametrize("module_says", [None, False, True])
+def test_attention_follows_transformers_sdpa_on_causality(module_says: bool | None) -> None:
+    """Without a mask, causality comes from the module as in sdpa_attention_forward."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(4)
+    q, k, v = (torch.randn(1, 2, 5, 8) for _ in range(3))
+    module = nn.Module().train()
+    if module_says is not None:
+        module.is_causal = module_says
+    ours, _ = _attention_with_fast_dropout(module, q, k, v, None, dropout=1e-9)
+    reference, _ = sdpa_attention_forward(module, q, k, v, None, dropout=0.0)
+    assert torch.allclose(ours, reference, atol=1e-5)

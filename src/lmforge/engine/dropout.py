@@ -102,7 +102,9 @@ def _attention_with_fast_dropout(module: nn.Module, query: torch.Tensor, key: to
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scale  # (B, H, Tq, Tk)
     q_len, k_len = scores.shape[-2:]
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
+    # The same rule as transformers' sdpa_attention_forward: causal only without a mask, and
+    # a module that does not say is taken as causal.
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if attention_mask is None and causal and q_len > 1:
         # Upper-left aligned like SDPA's is_causal (only reached without a cache offset).
         attention_mask = torch.ones(q_len, k_len, dtype=torch.bool,
