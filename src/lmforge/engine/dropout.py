@@ -2,10 +2,10 @@
 
 Why: on CPUs where PyTorch does not use MKL's Bernoulli generator (AMD, and builds without
 MKL), ``torch.bernoulli_`` draws one random number per element through the generic per-element
-path, about 4.5 ns each on the 2-core EPYC this project is benchmarked on. Dropout then costs
-15-25 % of a training step of a small encoder: BERT-style models call it 3 times per layer,
-and inside SDPA the attention-probability dropout forces its math path with a Bernoulli mask of
-shape (batch, heads, T, T).
+path. On the 2-core EPYC this project is benchmarked on that was 16 % of a MiniLM-L6
+fine-tuning step (``bench/step_breakdown.py``): BERT-style models call dropout 3 times per
+layer, and inside SDPA the attention-probability dropout forces its math path with a Bernoulli
+mask of shape (batch, heads, T, T).
 
 How: one ``random_`` call fills int64 words (full 64-bit range) from the same global CPU
 generator; each word is read as four int16 lanes, and an element is kept when its lane is at
@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,6 @@ def _attention_with_fast_dropout(module: nn.Module, query: torch.Tensor, key: to
     builds for ``sdpa`` (bool, True = attend, or additive float), broadcastable to
     (B, H, Tq, Tk), or None. Returns the output as (B, Tq, H, D), like the SDPA function.
     """
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-
     if not (module.training and dropout > 0.0) or kwargs.get("position_bias") is not None \
             or kwargs.get("softcap") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
