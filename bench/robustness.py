@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -83,6 +84,7 @@ def train(method: str, data: Path, out: Path, epochs: float, reuse: bool,
            f"task.text_column={text_column}", "model.pretrained=all-minilm-l6-v2",
            f"train.epochs={epochs}", *HP, *METHODS[method], f"--output-dir={out}"]
     if not (reuse and (out / "summary.json").is_file()):
+        shutil.rmtree(out, ignore_errors=True)  # finetune refuses a folder holding a run
         subprocess.run(cmd, env=ENV, check=True, capture_output=True)
     summary = json.loads((out / "summary.json").read_text())
     return {"command": " ".join(cmd[1:]), "summary": summary}

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,7 @@ def run(cmd: list[str]) -> dict:
     """Run one command; its summary's dev metrics, wall time and exit code."""
     t0 = time.perf_counter()
     out = next(a.split("=", 1)[1] for a in cmd if a.startswith("--output-dir="))
+    shutil.rmtree(out, ignore_errors=True)  # a re-run starts over (finetune refuses old runs)
     proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
     result = {"command": shlex.join(cmd), "exit_code": proc.returncode,
               "wall_seconds": round(time.perf_counter() - t0, 1)}

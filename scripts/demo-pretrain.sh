@@ -8,9 +8,12 @@ bash scripts/bootstrap.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-runs/demo-pretrain}
 LMF=.venv/bin/lmforge
+if [ -d "$OUT" ] && [ -z "${RESUME:-}" ]; then
+  rm -rf "$OUT"  # a fresh run each time (RESUME=1 continues a killed one instead)
+fi
 $LMF tokenizer train -c configs/demo-tokenizer.yaml --output-dir "$OUT/tokenizer"
 $LMF pretrain -c configs/demo-pretrain.yaml model.tokenizer="$OUT/tokenizer" \
-  --output-dir "$OUT/pretrain" "$@"
+  --output-dir "$OUT/pretrain" ${RESUME:+--resume} "$@"
 $LMF evaluate run="$OUT/pretrain"
 .venv/bin/python - "$OUT/pretrain/summary.json" <<'PY'
 import json, sys

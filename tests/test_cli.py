@@ -66,6 +66,22 @@ def test_output_dir_that_is_a_file_is_a_one_line_error(
     assert taken.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("earlier", ["checkpoints/step-00000004/state.json", "summary.json"])
+def test_training_into_an_earlier_run_needs_resume(
+        earlier: str, tmp_path: Path, corpus_file: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    (run / earlier).parent.mkdir(parents=True, exist_ok=True)
+    (run / earlier).write_text("{}")
+    assert main(["pretrain", f"data.path={corpus_file}", f"--output-dir={run}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"error: {run} already holds a run (")
+    assert err[0].endswith("pass --resume to continue it, or a new or empty --output-dir to "
+                           "start over")
+    assert [p.name for p in run.iterdir()] == [earlier.split("/")[0]]  # nothing written
+
+
 def test_console_script_exit_code_and_no_traceback(tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("")

@@ -73,6 +73,36 @@ def _create_run_dir(output_dir: str | None, command: str, must_exist: bool) -> P
     return path
 
 
+def refuse_earlier_run(run_dir: Path, resume: bool) -> None:
+    """Stop a new training run from overwriting an earlier one in the same folder.
+
+    Without ``--resume`` a training command starts at step 0; in a folder that already holds
+    checkpoints, a saved model or a summary it would write over them, and checkpoint pruning
+    could delete the earlier run's. The `run_glue.py` scripts refuse the same way (their
+    ``--overwrite_output_dir``); here the user resumes, or picks or empties another folder.
+
+    Args:
+        run_dir: The run directory from :func:`make_run_dir`.
+        resume: Whether the command was asked to continue the run in ``run_dir``.
+
+    Raises:
+        ConfigError: ``run_dir`` holds an earlier run and ``resume`` is false.
+    """
+    from lmforge.engine.checkpoint import checkpoint_dirs
+    from lmforge.errors import ConfigError
+
+    if resume:
+        return
+    # A folder with only config.yaml (a run that stopped on bad input) may be reused.
+    found = [name for name, there in (
+        ("checkpoints", bool(checkpoint_dirs(run_dir / "checkpoints"))),
+        ("model/", (run_dir / "model").is_dir()),
+        ("summary.json", (run_dir / "summary.json").is_file())) if there]
+    if found:
+        raise ConfigError(f"{run_dir} already holds a run ({', '.join(found)}); pass --resume "
+                          "to continue it, or a new or empty --output-dir to start over")
+
+
 def is_main_process() -> bool:
     """True outside a distributed launch and on its global rank 0.
 

@@ -102,6 +102,14 @@ def test_finetune_evaluate_predict(tmp_path: Path, encoder_dir: Path) -> None:
     assert [json.loads(line) for line in proc.stdout.splitlines()] == rows
     assert "done:" in proc.stderr and "inputs: 2" in proc.stderr
 
+    # The same command again, without --resume, would start over at step 0 in this folder:
+    # it is refused before anything there changes.
+    weights = run / "model" / "model.safetensors"
+    before = (weights.read_bytes(), (run / "summary.json").read_text())
+    assert main(["finetune", f"--output-dir={run}", f"data.path={data}",
+                 f"model.pretrained={encoder_dir}", "track.progress=false"]) == 2
+    assert (weights.read_bytes(), (run / "summary.json").read_text()) == before
+
 
 def test_unknown_label_in_dev_is_a_clear_error(tmp_path: Path, encoder_dir: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,7 +24,13 @@ from lmforge.finetuning.saved import save_finetuned
 from lmforge.finetuning.task import get_task
 from lmforge.models.build import count_parameters, load_tokenizer, resolve_checkpoint
 from lmforge.peft.methods import apply_peft
-from lmforge.runs import make_run_dir, save_atomically, save_run_config, write_json
+from lmforge.runs import (
+    make_run_dir,
+    refuse_earlier_run,
+    save_atomically,
+    save_run_config,
+    write_json,
+)
 from lmforge.settings import FinetuneJob
 from lmforge.tracking import build_loggers
 
@@ -60,6 +66,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
     job = resolve_selection_metric(job, task)
     accelerator, precision = make_accelerator(job.train.precision)
     run_dir = make_run_dir(job.output_dir, "finetune", must_exist=resume)
+    refuse_earlier_run(run_dir, resume)
     if accelerator.is_main_process:
         save_run_config(run_dir, job)
     source = resolve_checkpoint(job.model.pretrained)

@@ -21,7 +21,13 @@ from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
 from lmforge.models.build import build_model, count_parameters, load_tokenizer
 from lmforge.pretraining.objectives import lm_eval_reducer, wrap_for_objective
-from lmforge.runs import make_run_dir, save_atomically, save_run_config, write_json
+from lmforge.runs import (
+    make_run_dir,
+    refuse_earlier_run,
+    save_atomically,
+    save_run_config,
+    write_json,
+)
 from lmforge.settings import DataConfig, PretrainJob
 from lmforge.tracking import build_loggers
 
@@ -97,6 +103,7 @@ def run_pretrain(job: PretrainJob, resume: bool = False,
     """
     accelerator, precision = make_accelerator(job.train.precision)
     run_dir = make_run_dir(job.output_dir, "pretrain", must_exist=resume)
+    refuse_earlier_run(run_dir, resume)
     if accelerator.is_main_process:
         save_run_config(run_dir, job)
     objective_data, task = data_objective(job)
