@@ -66,9 +66,10 @@ class TokenLossObjective(nn.Module):
                                    label_smoothing=self.label_smoothing)
         else:
             loss = nll / n
-        correct = (flat_logits.argmax(-1)[valid] == flat_labels[valid]).sum()
-        return {"loss": loss, "n": n, "count_nll_sum": nll.detach(), "count_tokens": n,
-                "count_correct": correct}
+        result = {"loss": loss, "n": n, "count_nll_sum": nll.detach(), "count_tokens": n}
+        if not self.training:  # only evaluation reads it (an argmax over the vocabulary)
+            result["count_correct"] = (flat_logits.argmax(-1)[valid] == flat_labels[valid]).sum()
+        return result
 
 
 def token_reducer(sums: dict[str, float]) -> dict[str, float]:
