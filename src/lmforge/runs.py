@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,34 +73,39 @@ def _create_run_dir(output_dir: str | None, command: str, must_exist: bool) -> P
     return path
 
 
-def refuse_earlier_run(run_dir: Path, resume: bool) -> None:
-    """Stop a new training run from overwriting an earlier one in the same folder.
+def refuse_earlier_run(run_dir: Path, resume: bool, marks: Sequence[str] | None = None,
+                       kind: str = "run") -> None:
+    """Stop a new run from overwriting an earlier one in the same folder.
 
-    Without ``--resume`` a training command starts at step 0; in a folder that already holds
-    checkpoints, a saved model or a summary it would write over them, and checkpoint pruning
-    could delete the earlier run's. The `run_glue.py` scripts refuse the same way (their
-    ``--overwrite_output_dir``); here the user resumes, or picks or empties another folder.
+    Without ``--resume`` a command starts over; in a folder that already holds an earlier
+    run's results it would write over them (a training run's checkpoint pruning could even
+    delete the earlier checkpoints, a continual stream would reuse finished experiences). The
+    `run_glue.py` scripts refuse the same way (their ``--overwrite_output_dir``); here the user
+    resumes, or picks or empties another folder.
 
     Args:
         run_dir: The run directory from :func:`make_run_dir`.
         resume: Whether the command was asked to continue the run in ``run_dir``.
+        marks: Glob patterns (relative to ``run_dir``) of what an earlier run leaves; default:
+            a complete checkpoint, ``model`` or ``summary.json`` (finetune / pretrain).
+        kind: What the message calls the earlier run ("continual run").
 
     Raises:
         ConfigError: ``run_dir`` holds an earlier run and ``resume`` is false.
     """
-    from lmforge.engine.checkpoint import checkpoint_dirs
+    from lmforge.engine.checkpoint import PREFIX
     from lmforge.errors import ConfigError
 
     if resume:
         return
+    if marks is None:  # a complete checkpoint has its state.json (engine/checkpoint.py)
+        marks = (f"checkpoints/{PREFIX}*/state.json", "model", "summary.json")
     # A folder with only config.yaml (a run that stopped on bad input) may be reused.
-    found = [name for name, there in (
-        ("checkpoints", bool(checkpoint_dirs(run_dir / "checkpoints"))),
-        ("model/", (run_dir / "model").is_dir()),
-        ("summary.json", (run_dir / "summary.json").is_file())) if there]
+    found = sorted({mark.split("/")[0] for mark in marks
+                    if next(run_dir.glob(mark), None) is not None})
     if found:
-        raise ConfigError(f"{run_dir} already holds a run ({', '.join(found)}); pass --resume "
-                          "to continue it, or a new or empty --output-dir to start over")
+        raise ConfigError(f"{run_dir} already holds a {kind} ({', '.join(found)}); pass "
+                          "--resume to continue it, or a new or empty --output-dir to start over")
 
 
 def is_main_process() -> bool:

@@ -44,7 +44,13 @@ from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
 from lmforge.finetuning.task import get_task
 from lmforge.models.build import count_parameters, load_tokenizer, resolve_checkpoint
-from lmforge.runs import make_run_dir, save_atomically, save_run_config, write_json
+from lmforge.runs import (
+    make_run_dir,
+    refuse_earlier_run,
+    save_atomically,
+    save_run_config,
+    write_json,
+)
 from lmforge.tracking import build_loggers
 
 log = logging.getLogger(__name__)
@@ -80,14 +86,6 @@ def _train_set(stream: Stream, strategy: Strategy, index: int) -> datasets.Datas
     return stream.experiences[index].train
 
 
-def _holds_a_stream(run_dir: Path) -> bool:
-    """True when ``run_dir`` has the progress files of an earlier stream."""
-    experiences = run_dir / "experiences"
-    return (run_dir / "initial.json").is_file() or (experiences.is_dir() and any(
-        (folder / "done.json").is_file() or (folder / "checkpoints").is_dir()
-        for folder in experiences.iterdir()))
-
-
 def run_continual(job: ContinualJob, resume: bool = False,
                   hooks: Sequence[StepHook] = ()) -> dict[str, Any]:
     """Train on the stream's experiences in order; evaluate all of them after each one.
@@ -113,11 +111,10 @@ def run_continual(job: ContinualJob, resume: bool = False,
     wall0 = time.perf_counter()
     accelerator, precision = make_accelerator(job.train.precision)
     run_dir = make_run_dir(job.output_dir, "continual", must_exist=resume)
-    if not resume and _holds_a_stream(run_dir):
-        # Without this check a new run would silently reuse the finished experiences (and
-        # checkpoints) of an earlier, possibly differently configured stream in the folder.
-        raise ConfigError(f"{run_dir} already holds a continual run; pass --resume to continue "
-                          "it, or a new --output-dir to start over")
+    # Without this a new run would silently reuse the finished experiences (and checkpoints)
+    # of an earlier, possibly differently configured stream in the folder.
+    refuse_earlier_run(run_dir, resume, kind="continual run", marks=(
+        "initial.json", "experiences/*/done.json", "experiences/*/checkpoints"))
     if accelerator.is_main_process:
         save_run_config(run_dir, job)
     source = resolve_checkpoint(job.model.pretrained)
