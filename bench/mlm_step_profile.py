@@ -29,7 +29,6 @@ import contextlib
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 VOCAB, BATCH, LENGTH = 8000, 32, 128
-_INT16_RANGE = 65536
 
 
 class _MaskMultiply(torch.autograd.Function):
@@ -58,14 +56,11 @@ class _MaskMultiply(torch.autograd.Function):
 
 
 def mask_multiply_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """lmforge's fast dropout (same masks) with the mask applied by multiplication."""
-    k = round(p * _INT16_RANGE)
-    if k <= 0:
-        return x
-    n = x.numel()
-    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None)
-    keep = words.view(torch.int16)[:n].view(x.shape) >= (k - _INT16_RANGE // 2)
-    return _MaskMultiply.apply(x, keep, _INT16_RANGE / (_INT16_RANGE - k))
+    """lmforge's fast dropout (the same masks) with the mask applied by multiplication."""
+    from lmforge.engine.dropout import draw_keep_mask
+
+    drawn = draw_keep_mask(x, p)
+    return x if drawn is None else _MaskMultiply.apply(x, *drawn)
 
 
 def build(bf16: bool) -> tuple[Any, Any]:
@@ -98,22 +93,13 @@ def build(bf16: bool) -> tuple[Any, Any]:
     return objective, step
 
 
-def timed(step: Any, steps: int) -> float:
-    """Mean milliseconds per step after 2 warm-up steps."""
-    for _ in range(2):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     from machine import machine_info
+    from step_breakdown import timed
     from transformers.utils import logging as hf_logging
 
     import lmforge.engine.dropout as dropout
@@ -155,7 +141,7 @@ def main() -> None:
             model, step = built[name]
             with dropout.fast_dropout_scope(model, enabled=name != "torch_dropout"), \
                     variant(name):
-                results[name].append(round(timed(step, args.steps), 1))
+                results[name].append(round(timed(step, args.steps, warmup=2), 1))
             print(name, results[name][-1], flush=True)
 
     from torch.profiler import ProfilerActivity, profile

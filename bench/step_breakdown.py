@@ -55,9 +55,9 @@ def make_step(model: torch.nn.Module, forward: Any, bf16: bool, length: int):  #
     return step
 
 
-def timed(step: Any, steps: int) -> float:
-    """Mean milliseconds per step after 3 warm-up steps."""
-    for _ in range(3):
+def timed(step: Any, steps: int, warmup: int = 3) -> float:
+    """Mean milliseconds per step after ``warmup`` warm-up steps (also used by other benches)."""
+    for _ in range(warmup):
         step()
     start = time.perf_counter()
     for _ in range(steps):

@@ -56,9 +56,27 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
         scaled by ``1 / (1 - p')``; differentiable (the mask is saved for backward as a bool
         tensor).
     """
+    drawn = draw_keep_mask(x, p)
+    if drawn is None:
+        return x
+    keep, scale = drawn
+    return torch.where(keep, x * scale, 0.0)
+
+
+def draw_keep_mask(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float] | None:
+    """The keep mask of :func:`fast_dropout` for ``x``, and the scale of the kept values.
+
+    Args:
+        x: The tensor to drop from (its shape and device are used).
+        p: Drop probability in [0, 1).
+
+    Returns:
+        ``(keep, scale)``: a bool tensor of ``x``'s shape, True with probability ``1 - p'``, and
+        ``1 / (1 - p')``; None when ``p`` rounds to 0 (nothing is dropped).
+    """
     k = round(p * _INT16_RANGE)
     if k <= 0:
-        return x
+        return None
     if k >= _INT16_RANGE:
         raise ValueError(f"dropout probability must be < 1, got {p}")
     n = x.numel()
@@ -67,7 +85,7 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     # which would bias the top int16 lane of every word.
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)
     keep = words.view(torch.int16)[:n].view(x.shape) >= (k - _INT16_RANGE // 2)
-    return torch.where(keep, x * (_INT16_RANGE / (_INT16_RANGE - k)), 0.0)
+    return keep, _INT16_RANGE / (_INT16_RANGE - k)
 
 
 class FastDropout(nn.Dropout):
