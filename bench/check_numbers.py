@@ -1,31 +1,37 @@
-"""Check that every number in a BENCHMARKS.md table comes from the raw results it names.
+"""Check every number of a BENCHMARKS.md table against the raw results it names.
 
 The rule (issue 17): each table sits under a line (the nearest such line above it in the same
 section; prose about the protocol may stand between them)
 
     Source: [bench/results/NAME.json](bench/results/NAME.json) · command: `python bench/...`
 
-and every number in the table appears in that raw file, rounded as the table shows it. A
-Source line may name several raw files (a table that gathers runs of one script); a number
-must then appear in one of them.
+Mapped tables (the goal for all): a ``<!-- cells ... -->`` block between the Source line and
+the table maps every cell, by row and column, to a JSON path of a source (or a named
+function of such values, e.g. a ratio) and a format (``int``, ``f3``, ``pct1``, ...); the
+block's syntax is described in ``bench/cellmap.py``. A mapped number must be the value its
+cell names, rounded as its format says: a swapped pair, a changed digit or a number with no
+key fails.
 
+Unmapped tables (no block yet, or cells marked ``?``) get only the old, weaker pooled check,
+and the report counts them: a number passes if any value of the table's sources rounds to it.
 How a table cell is read:
 
 * Numbers are the tokens that look like results: ``3,401``, ``48 %``, ``0.33 %``, ``1.55x``,
   ``2.9e-6``, ``+0.23``, both sides of ``58.3 ± 3.1`` and of ``79.1 / 67.4``. Digits glued to
   letters are names, not results (``MiniLM-L6``, ``TREC-6``, ``F1``, ``p50``, ``8k``), and so is
   everything inside backticks.
-* A number matches a raw value ``v`` when ``v`` or ``100 * v`` (a fraction shown as a percent)
-  rounds to it at the precision shown: ``77.2`` matches 0.7717889 and 77.17, ``119`` matches
-  119.46, ``2.9e-6`` matches 2.87e-6.
-* Raw values are every number in the JSON (nested objects and lists included; numeric strings
-  too), or every number token of a ``.md`` / text source.
+* Pooled check: a number matches a raw value ``v`` when ``v`` or ``100 * v`` (a fraction shown
+  as a percent) rounds to it at the precision shown: ``77.2`` matches 0.7717889 and 77.17,
+  ``119`` matches 119.46, ``2.9e-6`` matches 2.87e-6. Raw values are every number in the JSON
+  (nested objects and lists included; numeric strings too), or every number token of a
+  ``.md`` / text source.
 * The header row is not checked (column names, not results).
 * Numbers that are not results (a model shape in a row label, a k in a setting) are
   whitelisted per table with an HTML comment between the Source line and the table:
   ``<!-- check_numbers ignore: 4, 256 (BERT-mini shape in the row labels) -->``.
 
-Usage: python bench/check_numbers.py [BENCHMARKS.md ...]   (exit 1 and a line per problem)
+Usage: python bench/check_numbers.py [-v] [BENCHMARKS.md ...]   (exit 1 and a line per
+problem; ``-v`` prints one line per table: mapped / unmapped cells)
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from cellmap import CellSpec, MapError, Sources, evaluate, expand, find_block  # noqa: E402
+
 SOURCE_RE = re.compile(r"^\s*Source:\s*(?P<rest>.*)$")
 LINK_RE = re.compile(r"\[[^\]]*\]\((?P<path>[^)\s]+)\)")
 IGNORE_RE = re.compile(r"<!--\s*check_numbers\s+ignore:\s*(?P<items>[^(>]*?)\s*(?:\(.*)?-->")
@@ -77,6 +86,7 @@ class Table:
     sources: list[str] = field(default_factory=list)
     source_line: int | None = None
     ignore: set[str] = field(default_factory=set)
+    preamble: str = ""  # the lines between the Source line and the table (cell map, ignores)
 
 
 def parse_number(match: re.Match[str]) -> Number:
@@ -172,6 +182,7 @@ def find_tables(lines: list[str]) -> list[Table]:
                 if (source := SOURCE_RE.match(lines[j])) is not None:
                     table.source_line = j + 1
                     table.sources = [m["path"] for m in LINK_RE.finditer(source["rest"])]
+                    table.preamble = "\n".join(lines[j + 1:i])
                     break
                 j -= 1
             i += 2
@@ -184,60 +195,165 @@ def find_tables(lines: list[str]) -> list[Table]:
     return tables
 
 
-def check_table(table: Table, base: Path) -> list[str]:
-    """Problems of one table: no Source line, a missing raw file, numbers not found."""
-    where = f"table at line {table.line} (under '{table.heading}')"
-    if table.source_line is None:
-        return [f"{where}: no 'Source: [bench/results/NAME.json](...)' line above it in its "
-                "section"]
-    if not table.sources:
-        return [f"{where}: its Source line (line {table.source_line}) links no raw file"]
+@dataclass
+class TableReport:
+    """What checking one table found: its problems and how many cells are mapped."""
+
+    table: Table
+    mapped: bool  # the table has a cell map
+    problems: list[str] = field(default_factory=list)
+    mapped_cells: int = 0  # cells whose numbers are checked against their own key
+    unmapped_cells: int = 0  # cells with numbers that only the pooled check covers
+    label_cells: int = 0  # cells whose numbers the map marks as not results (-)
+    numbers: int = 0  # numbers checked (mapped or pooled)
+
+    def summary(self) -> str:
+        """One line for the table: mapped or not, and the cell counts."""
+        state = "mapped" if self.mapped else "UNMAPPED"
+        return (f"line {self.table.line} [{state}] '{self.table.heading}': "
+                f"{self.mapped_cells} cells mapped, {self.unmapped_cells} unmapped"
+                + (f", {self.label_cells} not results" if self.label_cells else "")
+                + (f", {len(self.problems)} problems" if self.problems else ""))
+
+
+def _where(table: Table) -> str:
+    return f"table at line {table.line} (under '{table.heading}')"
+
+
+def _load_pool(table: Table, base: Path) -> tuple[list[float], list[str]]:
+    """Every raw value of the table's sources (the pooled check), and problems reading them."""
     values: list[float] = []
     problems = []
     for source in table.sources:
         path = (base / source).resolve()
         if not path.is_file():
-            problems.append(f"{where}: source {source} does not exist")
+            problems.append(f"{_where(table)}: source {source} does not exist")
             continue
         try:
             values += raw_values(path)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            problems.append(f"{where}: source {source} is not readable JSON/text ({e})")
-    if problems:
-        return problems
+            problems.append(f"{_where(table)}: source {source} is not readable JSON/text ({e})")
+    return values, problems
+
+
+def _check_mapped(spec: CellSpec, numbers: list[Number], prefix: str | None,
+                  sources: Sources) -> list[str]:
+    """Problems of one mapped cell: a count mismatch, a bad path, a number not its value."""
+    if len(spec.items) != len(numbers):
+        return [f"shows {len(numbers)} number(s) ({', '.join(n.text for n in numbers)}) "
+                f"but its cell map gives {len(spec.items)}"]
+    problems = []
+    for number, (value, fmt) in zip(numbers, spec.items, strict=True):
+        try:
+            ref = expand(value, prefix)
+            raw = evaluate(ref, sources)
+        except (MapError, json.JSONDecodeError, OSError) as e:
+            problems.append(f"{number.text}: {e}")
+            continue
+        if not fmt.matches(number.text, number.value, number.step, raw):
+            problems.append(f"shows {number.text} but {ref} ({fmt.text}) is "
+                            f"{fmt.shown(raw)}")
+    return problems
+
+
+def check_table_report(table: Table, base: Path) -> TableReport:
+    """Check one table: mapped cells against their keys, unmapped ones against the pool."""
+    where = _where(table)
+    if table.source_line is None:
+        return TableReport(table, False, [f"{where}: no 'Source: [bench/results/NAME.json]"
+                                          "(...)' line above it in its section"])
+    if not table.sources:
+        return TableReport(table, False, [f"{where}: its Source line (line "
+                                          f"{table.source_line}) links no raw file"])
+    try:
+        table_map = find_block(table.preamble, table.header)
+    except MapError as e:
+        return TableReport(table, True, [f"{where}: cell map: {e}"])
+    report = TableReport(table, table_map is not None)
+    values, report.problems = _load_pool(table, base)
+    if report.problems:
+        return report
+    sources = Sources([(base / s).resolve() for s in table.sources])
     names = ", ".join(table.sources)
-    for row in table.rows:
+    for index, row in enumerate(table.rows, start=1):
         label = row[0] if row else ""
         for col, cell in enumerate(row):
             column = table.header[col] if col < len(table.header) else f"column {col + 1}"
-            for number in numbers_in(cell):
-                if number.text in table.ignore or number.text.rstrip("%x\u00d7 ") in table.ignore:
-                    continue
+            spec = table_map.spec(index, column) if table_map is not None else None
+            numbers = list(numbers_in(cell))
+            if col == 0 or spec is None or spec.kind != "values":  # labels, unmapped cells
+                numbers = [n for n in numbers if n.text not in table.ignore
+                           and n.text.rstrip("%x\u00d7 ") not in table.ignore]
+            if not numbers:
+                continue
+            at = f"{where}, row '{label}' [{index}], column '{column}'"
+            if table_map is not None and spec is None:
+                report.problems.append(f"{at}: {', '.join(n.text for n in numbers)} has no key "
+                                       "in the table's cell map")
+                continue
+            if spec is not None and spec.kind == "none":
+                report.label_cells += 1
+                continue
+            report.numbers += len(numbers)
+            if spec is not None and spec.kind == "values":
+                report.mapped_cells += 1
+                report.problems += [f"{at}: {p}" for p in _check_mapped(
+                    spec, numbers, table_map.prefix(index), sources)]  # type: ignore[union-attr]
+                continue
+            report.unmapped_cells += 1
+            for number in numbers:
                 if not any(number.matches(v) for v in values):
-                    problems.append(f"{where}, row '{label}', column '{column}': "
-                                    f"{number.text} not found in {names}")
-    return problems
+                    report.problems.append(f"{at}: {number.text} not found in {names}")
+    return report
+
+
+def check_table(table: Table, base: Path) -> list[str]:
+    """Problems of one table: no Source line, a missing raw file, numbers that do not match."""
+    return check_table_report(table, base).problems
+
+
+def report_text(text: str, base: Path, name: str = "BENCHMARKS.md") -> list[TableReport]:
+    """The report of every table of a markdown text whose sources are relative to ``base``."""
+    reports = [check_table_report(t, base) for t in find_tables(text.splitlines())]
+    for report in reports:
+        report.problems = [f"{name}: {p}" for p in report.problems]
+    return reports
+
+
+def report_file(path: Path) -> list[TableReport]:
+    """The report of every table of one markdown file (sources relative to its folder)."""
+    return report_text(path.read_text(encoding="utf-8"), path.parent, path.name)
 
 
 def check_file(path: Path) -> list[str]:
     """All problems of one markdown file (sources are relative to the file's folder)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    problems = []
-    for table in find_tables(lines):
-        problems += [f"{path.name}: {p}" for p in check_table(table, path.parent)]
-    return problems
+    return [p for report in report_file(path) for p in report.problems]
+
+
+def totals(reports: list[TableReport]) -> str:
+    """The summary line: tables and cells mapped vs unmapped."""
+    mapped = [r for r in reports if r.mapped]
+    cells = sum(r.mapped_cells for r in reports)
+    unmapped = sum(r.unmapped_cells for r in reports)
+    return (f"{len(mapped)} of {len(reports)} tables mapped; {cells} cells checked against "
+            f"their key, {unmapped} cells unmapped (pooled check only, "
+            f"{len(reports) - len(mapped)} unmapped tables)")
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     """Check the given markdown files (default: BENCHMARKS.md); print problems, return 1 if any."""
-    files = [Path(a) for a in (list(argv) if argv is not None else sys.argv[1:])] \
-        or [ROOT / "BENCHMARKS.md"]
-    problems = [p for f in files for p in check_file(f)]
+    args = list(argv) if argv is not None else sys.argv[1:]
+    verbose = "-v" in args
+    files = [Path(a) for a in args if a != "-v"] or [ROOT / "BENCHMARKS.md"]
+    reports = [r for f in files for r in report_file(f)]
+    problems = [p for r in reports for p in r.problems]
+    for report in reports:
+        if verbose or not report.mapped:
+            print(report.summary())
     for problem in problems:
         print(problem)
-    if not problems:
-        tables = sum(len(find_tables(f.read_text(encoding="utf-8").splitlines())) for f in files)
-        print(f"ok: every number of {tables} tables found in its source")
+    print(("FAILED: " if problems else "ok: ") + totals(reports)
+          + (f"; {len(problems)} problems" if problems else ""))
     return 1 if problems else 0
 
 
