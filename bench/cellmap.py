@@ -18,8 +18,8 @@ Lines of the block:
 * ``rows: P1 | P2 | ...``: the prefix that ``{row}`` stands for in each body row, in order
   (several ``rows:`` lines continue the list; ``-`` for a row without one).
 * ``COLUMN: SPEC``: every body cell of the column whose header reads COLUMN (exactly, as in
-  the table).  ``[N] COLUMN: SPEC`` maps the cell of body row N (1-based) only and wins over
-  the column line.
+  the table; ``: SPEC`` for a column with an empty header). ``[N] COLUMN: SPEC`` maps the
+  cell of body row N (1-based) only and wins over the column line.
 * SPEC is ``-`` (the numbers of these cells are not results: names, settings in a label),
   ``?`` (not mapped yet: only the old pooled check applies) or one ``VALUE FORMAT`` per
   number of the cell, separated by ``;`` (``58.3 ± 3.1`` is ``{row}.mean pct1; {row}.std
@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BLOCK_RE = re.compile(r"<!--\s*cells\b(?P<body>.*?)-->", re.DOTALL)
-CELL_LINE_RE = re.compile(r"^(?:\[(?P<row>\d+)\]\s*)?(?P<column>.+?):\s+(?P<spec>\S.*)$")
+CELL_LINE_RE = re.compile(r"^(?:\[(?P<row>\d+)\]\s*)?(?P<column>.*?):\s+(?P<spec>\S.*)$")
 FORMAT_RE = re.compile(r"^(?P<kind>int|f|pct|x|e|r)(?P<decimals>\d?)"
                        r"(?:(?P<op>[*/])(?P<scale>[0-9.eE+-]+))?$")
 TOKEN_RE = re.compile(r'\s*(?:(?P<punct>[(),])|(?P<word>(?:[^\s(),"]|"[^"]*")+))')
