@@ -66,8 +66,8 @@ def main() -> None:
     if not data.is_dir():
         sys.exit(f"skipped: {data} not found (the shared datasets are not beside this repo)")
 
+    from lmforge.commands.prompt import run_prompt
     from lmforge.config import build_config
-    from lmforge.prompting.command import run_prompt
     from lmforge.prompting.settings import PromptJob
 
     run_dir = Path(tempfile.mkdtemp(prefix="lmforge-fewshot-"))

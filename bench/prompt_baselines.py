@@ -35,8 +35,8 @@ def main() -> None:
     import numpy as np
     from machine import machine_info
 
+    from lmforge.commands.prompt import load_task_data
     from lmforge.config import build_config
-    from lmforge.prompting.command import load_task_data
     from lmforge.prompting.report import constant_baseline, majority_baseline
     from lmforge.prompting.settings import PromptJob
 

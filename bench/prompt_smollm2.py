@@ -53,8 +53,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
 
+    from lmforge.commands.prompt import results_table, run_prompt
     from lmforge.config import build_config
-    from lmforge.prompting.command import results_table, run_prompt
     from lmforge.prompting.settings import PromptJob
 
     work = Path(tempfile.mkdtemp(prefix="lmforge-prompt-"))

@@ -126,8 +126,8 @@ def run_peer(data_dir: Path, out: Path, args: argparse.Namespace) -> dict[str, A
     from lmforge.config import from_dict
     from lmforge.data.corpus import load_corpus
     from lmforge.engine.loop import parameter_groups
+    from lmforge.finetuning.settings import FinetuneJob
     from lmforge.models.build import resolve_checkpoint
-    from lmforge.settings import FinetuneJob
 
     torch.set_num_threads(args.threads)
     job = from_dict(FinetuneJob, base_config(data_dir, args))

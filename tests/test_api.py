@@ -10,7 +10,7 @@ import torch
 
 import lmforge
 from lmforge.api import resolve_job
-from lmforge.settings import FinetuneJob
+from lmforge.finetuning.settings import FinetuneJob
 from tests.finetuning.conftest import save_word_encoder
 
 POSITIVE = ["good", "great", "happy", "lovely", "wonderful"]

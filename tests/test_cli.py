@@ -11,7 +11,7 @@ import pytest
 from lmforge import __version__
 from lmforge.cli import main
 from lmforge.config import iter_options
-from lmforge.settings import PretrainJob
+from lmforge.pretraining.settings import PretrainJob
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,7 +102,7 @@ def test_debug_shows_traceback() -> None:
 
 def test_bare_run_dir_is_run_option() -> None:
     from lmforge.cli import _positional_run
-    from lmforge.settings import PredictJob
+    from lmforge.deploy.settings import PredictJob
 
     assert _positional_run(PredictJob, ["runs/x", "top_k=2"]) == ["run=runs/x", "top_k=2"]
     assert _positional_run(PredictJob, ["run=runs/x"]) == ["run=runs/x"]

@@ -9,7 +9,8 @@ import yaml
 
 from lmforge.config import build_config, iter_options, parse_overrides, save_config
 from lmforge.errors import ConfigError
-from lmforge.settings import PretrainJob, TrainConfig
+from lmforge.pretraining.settings import PretrainJob
+from lmforge.settings import TrainConfig
 
 
 def test_precedence_yaml_then_overrides(tmp_path: Path) -> None:

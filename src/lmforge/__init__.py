@@ -7,8 +7,6 @@ The Python API mirrors the CLI: ``lmforge.finetune(...)``, ``lmforge.pretrain(..
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from lmforge.api import (
     RunResult,
     attack,
@@ -21,10 +19,12 @@ from lmforge.api import (
     pipeline,
     pretrain,
     prompt,
+    run,
     train_tokenizer,
     tune,
 )
 from lmforge.errors import ConfigError, DataError, LmforgeError, NonFiniteLossError
+from lmforge.version import __version__
 
 __all__ = [
     "ConfigError",
@@ -43,6 +43,7 @@ __all__ = [
     "pipeline",
     "pretrain",
     "prompt",
+    "run",
     "train_tokenizer",
     "tune",
 ]

@@ -21,17 +21,25 @@ so a script or notebook can train any number of times, in any mix of precisions.
 
 from __future__ import annotations
 
-import dataclasses
-import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lmforge.config import build_config, load_yaml, merge_dicts, to_dict
-from lmforge.errors import ConfigError
+from lmforge.commands.registry import get_command
+from lmforge.commands.runner import (
+    ConfigSource,
+    headline_metrics,
+    resolve_job,
+    run_command,
+)
 
-ConfigSource = Any  # a config dataclass instance, a mapping, a YAML path, or None
+if TYPE_CHECKING:  # pragma: no cover - annotation only
+    from lmforge.predictor import Predictor
+
+__all__ = ["RunResult", "attack", "continual_learning", "evaluate", "explain", "export",
+           "finetune", "headline_metrics", "load", "pipeline", "pretrain", "prompt",
+           "resolve_job", "run", "run_command", "train_tokenizer", "tune"]
 
 
 @dataclass
@@ -54,81 +62,36 @@ class RunResult:
     table: str | None = None
 
 
-def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in values.items()
-            if isinstance(v, numbers.Real) and not isinstance(v, bool)}
-
-
-def headline_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
-    """The metrics a user asks for first, from a command's summary."""
-    for key in ("validation_metrics", "final_eval", "ensemble", "prompt"):
-        if isinstance(summary.get(key), Mapping):
-            return _numbers(summary[key])
-    return _numbers({k: v for k, v in summary.items() if k not in ("examples", "inputs")})
-
-
-def _config_data(config: ConfigSource) -> tuple[dict[str, Any], str | None]:
-    """(mapping, YAML path) from the ``config`` argument."""
-    if config is None:
-        return {}, None
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return to_dict(config), None
-    if isinstance(config, Mapping):
-        return dict(config), None
-    if isinstance(config, (str, Path)):
-        return {}, str(config)
-    raise ConfigError(f"config must be a config dataclass, a dict or a YAML path, not "
-                      f"{type(config).__name__}")
-
-
-def resolve_job(command: str, config: ConfigSource = None, overrides: tuple[str, ...] = (),
-                sections: Mapping[str, Any] | None = None) -> Any:
-    """The validated config of ``command`` from any mix of config forms (see the module doc)."""
-    from lmforge.cli import COMMANDS
-
-    if command not in COMMANDS:
-        raise ConfigError(f"unknown command {command!r}; choose one of {sorted(COMMANDS)}")
-    base, yaml_path = _config_data(config)
-    if yaml_path is not None:
-        base = load_yaml(yaml_path)
-    data = merge_dicts(base, dict(sections or {}))
-    return build_config(COMMANDS[command].config, None, list(overrides), base=data)
-
-
-def run_command(command: str, job: Any, resume: bool = False,
-                hooks: Sequence[Any] = (), **options: Any) -> dict[str, Any]:
-    """Run one command on a resolved config inside a :func:`run_scope`; return its summary.
-
-    ``hooks`` (engine :class:`~lmforge.engine.hooks.StepHook` objects) go to the commands
-    that train with the engine (finetune, pretrain); ``options`` are extra keyword arguments
-    of the command's function (e.g. ``report_splits`` of finetune). Every command that
-    returns a ``run_dir`` gets its ``lineage.json`` there (:mod:`lmforge.lineage`).
-    """
-    import time
-
-    from lmforge.cli import COMMANDS, quiet_libraries
-    from lmforge.engine.scope import run_scope
-    from lmforge.lineage import write_lineage
-    from lmforge.runs import is_main_process
-
-    quiet_libraries(debug=False, interactive=True)  # lmforge logs its own line for a new head
-    kwargs = {"hooks": list(hooks)} if hooks else {}
-    started = time.time()
-    with run_scope():
-        summary = COMMANDS[command].load()(job, resume=resume, **kwargs, **options)
-    if isinstance(summary, Mapping) and summary.get("run_dir") and is_main_process() and \
-            dataclasses.is_dataclass(job) and Path(summary["run_dir"]).is_dir():
-        write_lineage(command, to_dict(job), summary["run_dir"], started)
-    return summary
-
-
 def _api(command: str, config: ConfigSource, overrides: tuple[str, ...], resume: bool,
          sections: dict[str, Any], hooks: Sequence[Any] = ()) -> RunResult:
     job = resolve_job(command, config, overrides, sections)
     summary = dict(run_command(command, job, resume, hooks))
     table = summary.pop("table", None)
     run_dir = Path(summary["run_dir"]) if summary.get("run_dir") else None
-    return RunResult(command, summary, run_dir, headline_metrics(summary), table)
+    keys = get_command(command).summary_keys
+    return RunResult(command, summary, run_dir, headline_metrics(summary, keys or None), table)
+
+
+def run(command: str, config: ConfigSource = None, *overrides: str, resume: bool = False,
+        hooks: Sequence[Any] = (), **sections: Any) -> RunResult:
+    """Run any registered command by name (the named functions below are shortcuts).
+
+    Every command of :data:`lmforge.commands.registry.COMMANDS` is reachable this way, so a
+    new command needs no function here.
+
+    Args:
+        command: The command's name, as on the command line (``"finetune"``,
+            ``"tokenizer train"``, ...).
+        config: Its config: a config dataclass, a dict or a YAML path.
+        *overrides: ``key=value`` strings.
+        resume: Continue the run in ``output_dir`` (commands that resume).
+        hooks: Extra engine hooks (commands that train).
+        **sections: Config sections or keys.
+
+    Returns:
+        The run's summary, folder and headline metrics.
+    """
+    return _api(command, config, overrides, resume, sections, hooks)
 
 
 def finetune(config: ConfigSource = None, *overrides: str, resume: bool = False,
@@ -136,7 +99,7 @@ def finetune(config: ConfigSource = None, *overrides: str, resume: bool = False,
     """Fine-tune a pretrained model on a labeled task (``lmforge finetune``).
 
     Args:
-        config: A :class:`~lmforge.settings.FinetuneJob`, a dict or a YAML path.
+        config: A :class:`~lmforge.finetuning.settings.FinetuneJob`, a dict or a YAML path.
         *overrides: ``key=value`` strings, e.g. ``"train.lr=3e-5"``.
         resume: Continue the run in ``output_dir`` from its latest checkpoint.
         hooks: Extra engine hooks (:class:`~lmforge.engine.hooks.StepHook`), e.g. to
@@ -240,7 +203,7 @@ def explain(config: ConfigSource = None, *overrides: str, **sections: Any) -> Ru
 
 
 def load(source: str | Path, backend: str = "auto", precision: str = "auto",
-         threads: int | None = None) -> Any:
+         threads: int | None = None) -> Predictor:
     """Load a fine-tuned run or an ONNX export folder as a :class:`~lmforge.predictor.Predictor`.
 
     Args:
@@ -256,6 +219,8 @@ def load(source: str | Path, backend: str = "auto", precision: str = "auto",
         A predictor whose ``predict(texts_or_records)`` returns the rows ``lmforge predict``
         writes, for every task.
     """
+    # Imported here: torch loads with it, and `import lmforge` / `lmforge --help` must not
+    # pay for torch before a command runs.
     from lmforge.predictor import load_predictor
 
     return load_predictor(source, backend, precision, threads)

@@ -1,8 +1,8 @@
 """The ``lmforge`` command line.
 
-One table maps each command to its root config dataclass and the function that runs it; the
-parser and the ``--help`` text are generated from the dataclasses (field docs and defaults),
-so a new command is one entry here plus its config.
+The parser and the ``--help`` text are generated from the command registry
+(:mod:`lmforge.commands.registry`: each command's root config dataclass, its field docs and
+defaults), so a new command is its module plus one registry line, and nothing here.
 
 Usage::
 
@@ -13,97 +13,22 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any, TextIO
 
-from lmforge import __version__
-from lmforge.adversarial.settings import AttackJob
-from lmforge.api import run_command
+from lmforge.commands.registry import COMMANDS, Command
+from lmforge.commands.runner import drop_load_report, quiet_libraries, run_command
 from lmforge.config import build_config, iter_options, load_yaml
-from lmforge.continual.settings import ContinualJob
-from lmforge.deploy.settings import ExportJob
 from lmforge.errors import ConfigError, LmforgeError
-from lmforge.explaining.settings import ExplainJob
-from lmforge.pipelines.settings import PipelineJob, RunsJob
-from lmforge.prompting.settings import PromptJob
-from lmforge.serving.settings import ServeJob
-from lmforge.settings import (
-    EvaluateJob,
-    FinetuneJob,
-    PredictJob,
-    PretrainJob,
-    TokenizerTrainJob,
-)
-from lmforge.tuning.settings import TuneJob
+from lmforge.version import __version__
 
-
-@dataclass(frozen=True)
-class Command:
-    """A CLI command: its config class and ``module:function`` that runs it."""
-
-    config: type
-    target: str
-    summary: str
-    # Extra options of this command: (flags, config key, help), e.g. -s/--space -> tune.space.
-    flags: tuple[tuple[tuple[str, ...], str, str], ...] = ()
-    # Config fields that bare words fill, in order (default: a single ``run`` field).
-    positionals: tuple[str, ...] = ()
-
-    def load(self) -> Callable[..., dict[str, Any]]:
-        """Import the function lazily (keeps ``lmforge --help`` fast)."""
-        module, name = self.target.split(":")
-        return getattr(importlib.import_module(module), name)
-
-
-COMMANDS: dict[str, Command] = {
-    "tokenizer train": Command(TokenizerTrainJob, "lmforge.tokenizer.command:run_tokenizer_train",
-                               "train a WordPiece / byte-level BPE / Unigram tokenizer"),
-    "pretrain": Command(PretrainJob, "lmforge.pretraining.run:run_pretrain",
-                        "self-supervised pretraining: mlm (+wwm, nsp, sop) or clm"),
-    "finetune": Command(FinetuneJob, "lmforge.finetuning.run:run_finetune",
-                        "fine-tune a pretrained model on a labeled task (classification)"),
-    "evaluate": Command(EvaluateJob, "lmforge.evaluation.command:run_evaluate",
-                        "evaluate a run: perplexity for pretraining, full report for "
-                        "fine-tuning"),
-    "predict": Command(PredictJob, "lmforge.predictor:run_predict",
-                       "predict with a fine-tuned run on a file or stdin (jsonl out)"),
-    "serve": Command(ServeJob, "lmforge.serving.server:run_serve",
-                     "HTTP server for a fine-tuned run or ONNX export (dynamic batching)"),
-    "export": Command(ExportJob, "lmforge.deploy.export:run_export",
-                      "export a fine-tuned run: merged HF folder, ONNX, int8 ONNX (checked)"),
-    "attack": Command(AttackJob, "lmforge.adversarial.command:run_attack",
-                      "attack a fine-tuned classifier (character / synonym / Chinese) and "
-                      "report its robustness"),
-    "prompt": Command(PromptJob, "lmforge.prompting.command:run_prompt",
-                      "zero-shot / in-context prompting with calibration, few-shot "
-                      "prompt-based fine-tuning"),
-    "tune": Command(TuneJob, "lmforge.tuning.run:run_tune",
-                    "hyperparameter search over fine-tuning runs (Optuna: TPE, pruning, "
-                    "shared studies)",
-                    flags=((("-s", "--space"), "tune.space", "search space YAML file"),
-                           (("--storage",), "tune.storage",
-                            "study storage: an RDB URL or a journal file (shared by workers)"))),
-    "pipeline": Command(PipelineJob, "lmforge.pipelines.run:run_pipeline",
-                        "run stages (tokenizer, pretrain, finetune, tune, evaluate, export) "
-                        "with content caching and lineage",
-                        flags=((("--force",), "force", "rerun these stages (comma-separated) "
-                                                       "even when cached"),)),
-    "runs": Command(RunsJob, "lmforge.pipelines.runs:run_runs",
-                    "list runs with their lineage (`lmforge runs [ROOT]`) or compare two "
-                    "(`lmforge runs compare A B`)", positionals=("action", "a", "b")),
-    "explain": Command(ExplainJob, "lmforge.explaining.command:run_explain",
-                       "attributions (IG, gradient x input, rollout, occlusion, LIME, SHAP) "
-                       "as jsonl / HTML / PNG; evaluate=true: their faithfulness"),
-    "continual": Command(ContinualJob, "lmforge.continual.run:run_continual",
-                         "learn a stream of experiences in order (naive, joint, replay, ewc, "
-                         "lwf, agem, lora per experience); accuracy matrix, BWT, FWT"),
-}
+__all__ = ["COMMANDS", "Command", "build_parser", "drop_load_report", "main", "options_help",
+           "quiet_libraries"]
 
 
 def options_help(config_cls: type) -> str:
@@ -218,29 +143,6 @@ def _command_name(command: Command) -> str:
     return next(name for name, known in COMMANDS.items() if known is command)
 
 
-def drop_load_report(record: logging.LogRecord) -> bool:
-    """Logging filter: False for transformers' multi-line ``LOAD REPORT`` table.
-
-    lmforge logs its own one line when a head is new (``models.build``), so the table (a
-    screenful per model load, most of it "can be ignored") is only shown with ``--debug``.
-    """
-    return "LOAD REPORT" not in record.getMessage()
-
-
-def quiet_libraries(debug: bool, interactive: bool) -> None:
-    """Trim library noise: the load-report table unless ``debug``, and the per-file
-    loading / dataset progress bars when stderr is not a terminal (log files, CI)."""
-    if debug:
-        return
-    logger = logging.getLogger("transformers.modeling_utils")
-    if drop_load_report not in logger.filters:
-        logger.addFilter(drop_load_report)
-    if not interactive:
-        import datasets
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        datasets.disable_progress_bars()
 
 
 def _flag_override(config_cls: type, word: str) -> str:

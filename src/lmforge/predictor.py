@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 import threading
@@ -30,9 +29,12 @@ import torch
 from torch import nn
 
 from lmforge.data.sources import load_raw
+from lmforge.deploy.onnx_model import find_onnx_folder, load_onnx_model
 from lmforge.engine.precision import resolve_precision
 from lmforge.errors import ConfigError, DataError
-from lmforge.settings import PredictJob
+from lmforge.explaining.explainer import explain_predictor
+from lmforge.finetuning.generative import GenerateParams, generate_text
+from lmforge.finetuning.saved import load_finetuned
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,6 @@ class Predictor:
     def explain(self, inputs: Any, methods: list[str] | None = None, target: str | None = None,
                 **options: Any) -> list[dict[str, Any]]:
         """Word and token attributions per method: see :mod:`lmforge.explaining`."""
-        from lmforge.explaining.explainer import explain_predictor
 
         return explain_predictor(self, inputs, methods, target, **options)
 
@@ -157,7 +158,6 @@ class Predictor:
     def warmup(self) -> None:
         """Run the model once so the first real request does not pay for lazy init."""
         if self.generative:
-            from lmforge.serving.generation import GenerateParams, generate_text
 
             generate_text(self, "warm up", None, GenerateParams(max_new_tokens=1))
         else:
@@ -213,7 +213,6 @@ def length_chunks(lengths: list[int], overhead: int = CHUNK_OVERHEAD_TOKENS
 
 
 def _load_torch(source: str, precision: str) -> Predictor:
-    from lmforge.finetuning.saved import load_finetuned
 
     if (Path(source) / "model.onnx").is_file():
         raise ConfigError(f"{source} is an ONNX export; serve it with backend=onnx")
@@ -225,11 +224,7 @@ def _load_torch(source: str, precision: str) -> Predictor:
 
 
 def _load_onnx(source: str, threads: int | None) -> Predictor:
-    try:
-        from lmforge.deploy.onnx_model import load_onnx_model
-    except ImportError as err:
-        raise ConfigError(f"backend=onnx is unavailable ({err}); install onnxruntime "
-                          "(pip install onnxruntime) or use backend=torch") from None
+    # load_onnx_model says in one line when onnxruntime is missing
     model, tokenizer, task, settings = load_onnx_model(source, num_threads=threads)
     path = str(getattr(model, "path", source))
     # The export writes the quantized graph to onnx-int8/ (see lmforge export).
@@ -261,7 +256,6 @@ def load_predictor(source: str | Path, backend: str = "auto", precision: str = "
                           "folder (lmforge serve RUN_DIR, lmforge.load(RUN_DIR))")
     source = str(source)
     if backend == "auto":
-        from lmforge.deploy.onnx_model import find_onnx_folder
 
         backend = "onnx" if find_onnx_folder(source) is not None else "torch"
     if backend not in ("torch", "onnx"):
@@ -291,33 +285,3 @@ def read_inputs(source: str, text_column: str) -> Iterator[dict[str, Any]]:
         return
     with open(path, encoding="utf-8") as fh:
         yield from ({text_column: line.rstrip("\n")} for line in fh if line.strip())
-
-
-def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def run_predict(job: PredictJob, resume: bool = False) -> dict[str, Any]:
-    """Predict for a file or stdin; write one JSON object per input."""
-    predictor = load_predictor(job.run, precision=job.precision)
-    column = job.text_column or predictor.settings.text_column
-    out = sys.stdout if job.output == "-" else open(job.output, "w", encoding="utf-8")  # noqa: SIM115
-    count = 0
-    try:
-        for records in _batches(read_inputs(job.input, column), job.batch_size):
-            for row in predictor.predict(records, job.top_k):
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                count += 1
-    finally:
-        if out is not sys.stdout:
-            out.close()
-    if count == 0:
-        raise DataError(f"no inputs in {job.input!r}; give one text per line")
-    return {"command": "predict", "inputs": count, "output": job.output}

@@ -15,9 +15,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import save_config
+from lmforge.config import save_config, temporary_name
+from lmforge.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "step-"
+"""Name prefix of the engine's checkpoint folders (``checkpoints/step-<n>``)."""
+
+__all__ = ["CHECKPOINT_PREFIX", "is_main_process", "make_run_dir", "refuse_earlier_run",
+           "save_atomically", "save_run_config", "temporary_name", "write_json"]
 
 
 def make_run_dir(output_dir: str | None, command: str, *, must_exist: bool = False) -> Path:
@@ -53,8 +60,6 @@ def make_run_dir(output_dir: str | None, command: str, *, must_exist: bool = Fal
 
 
 def _create_run_dir(output_dir: str | None, command: str, must_exist: bool) -> Path:
-    from lmforge.errors import ConfigError
-
     if output_dir is None:
         if must_exist:
             raise ConfigError("--resume needs the run to continue: pass output_dir=RUN_DIR")
@@ -93,13 +98,10 @@ def refuse_earlier_run(run_dir: Path, resume: bool, marks: Sequence[str] | None 
     Raises:
         ConfigError: ``run_dir`` holds an earlier run and ``resume`` is false.
     """
-    from lmforge.engine.checkpoint import PREFIX
-    from lmforge.errors import ConfigError
-
     if resume:
         return
     if marks is None:  # a complete checkpoint has its state.json (engine/checkpoint.py)
-        marks = (f"checkpoints/{PREFIX}*/state.json", "model", "summary.json")
+        marks = (f"checkpoints/{CHECKPOINT_PREFIX}*/state.json", "model", "summary.json")
     # A folder with only config.yaml (a run that stopped on bad input) may be reused.
     found = sorted({mark.split("/")[0] for mark in marks
                     if next(run_dir.glob(mark), None) is not None})
@@ -115,15 +117,6 @@ def is_main_process() -> bool:
     after a run, when accelerate's state has already been reset by ``run_scope``.
     """
     return os.environ.get("RANK", "0") == "0"
-
-
-def temporary_name(path: Path) -> Path:
-    """A sibling of ``path`` that no other process writes (``name.<pid>.tmp``).
-
-    Two ranks that both write the same file must not share a temporary: the first
-    rename would take the other's file away before it is renamed.
-    """
-    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:

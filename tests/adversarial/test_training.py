@@ -20,6 +20,7 @@ from lmforge.adversarial.training import AdversarialTraining, adversarial_hook, 
 from lmforge.cli import main
 from lmforge.errors import ConfigError
 from lmforge.finetuning.classification.objective import ClassificationObjective
+from lmforge.finetuning.task import all_tasks
 from tests.test_api import sentiment_task
 
 EPS, ALPHA, K = 0.7, 0.3, 3
@@ -159,7 +160,7 @@ def test_adversarial_hook_rejects_generative_tasks() -> None:
     job = SimpleNamespace(train=SimpleNamespace(adversarial="fgm"),
                           task=SimpleNamespace(name="seq2seq", multi_label=False))
     with pytest.raises(ConfigError, match="encoder tasks classification, token_classification"):
-        adversarial_hook(job)
+        adversarial_hook(job, all_tasks())
 
 
 @pytest.fixture(scope="module")

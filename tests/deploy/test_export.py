@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lmforge.cli import main
+from lmforge.commands import export as export_command
 from lmforge.deploy import export
 from lmforge.deploy.onnx_model import find_onnx_folder, load_onnx_model
 from lmforge.finetuning.saved import FinishedRun, load_finetuned
@@ -161,7 +162,7 @@ def test_lora_model_is_merged_and_predicts_the_same(
     before = task.predict(lora, tokenizer, settings, records, top_k=3)
     with torch.no_grad():
         assert (lora(**batch).logits - plain).abs().max() > 0.1
-    monkeypatch.setattr(export, "load_finetuned",
+    monkeypatch.setattr(export_command, "load_finetuned",
                         lambda _: FinishedRun(model_dir, task, settings, tokenizer, lora))
     # merge=false keeps the adapter folder (before the merged export, which mutates `lora`).
     unmerged = tmp_path / "unmerged"

@@ -12,6 +12,7 @@ import lmforge
 from lmforge.cli import main
 from lmforge.errors import ConfigError
 from lmforge.explaining.adapters import get_adapter
+from lmforge.finetuning.task import get_task
 from tests.serving.conftest import sentences
 
 
@@ -64,7 +65,7 @@ def test_empty_text_and_generative_tasks_are_refused(sentiment_run: Path,
     assert main(["explain", str(sentiment_run), f"input={inputs}", "methods=[occlusion]",
                  f"--output-dir={tmp_path / 'x'}"]) == 2
     with pytest.raises(ConfigError, match="explanations support"):
-        get_adapter("sft", {})
+        get_adapter(get_task("sft"), {})  # the lookup asks the task object
 
 
 def test_evaluate_flag_on_the_command_line(sentiment_run: Path, tmp_path: Path) -> None:

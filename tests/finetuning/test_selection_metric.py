@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from lmforge.commands.finetune import resolve_selection_metric
 from lmforge.config import build_config
-from lmforge.finetuning.run import resolve_selection_metric
+from lmforge.finetuning.settings import FinetuneJob
 from lmforge.finetuning.task import get_task
-from lmforge.settings import FinetuneJob
 
 
 def _resolved(*overrides: str) -> tuple[str, bool]:

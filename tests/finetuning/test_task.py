@@ -7,7 +7,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from lmforge.finetuning.task import NON_BLANK, NonBlank, OneOrManyTexts, record_model
+from lmforge.wire import NON_BLANK, NonBlank, OneOrManyTexts, record_model
 
 
 def test_non_blank_pattern_is_pythons_whitespace() -> None:

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from lmforge.cli import main
 from lmforge.errors import ConfigError
 from lmforge.finetuning.saved import load_finetuned
+from lmforge.finetuning.task import get_task
 from lmforge.peft import PeftConfig, apply_peft, merge_adapter
 from lmforge.peft.adapters import AdapterLinear, BottleneckAdapter
 from tests.peft.conftest import common_args, summary_of
@@ -115,7 +116,8 @@ def test_bitfit_trains_only_biases_and_head(encoder_dir: Path) -> None:
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(encoder_dir, num_labels=3)
-    model = apply_peft(model, PeftConfig(method="bitfit"), "classification", str(encoder_dir))
+    model = apply_peft(model, PeftConfig(method="bitfit"), get_task("classification"),
+                       str(encoder_dir))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert all(n.endswith("bias") or n.startswith("classifier.") for n in trainable)
     assert "classifier.weight" in trainable and "bert.pooler.dense.bias" in trainable
@@ -191,8 +193,8 @@ def test_freeze_layers_with_bitfit(encoder_dir: Path) -> None:
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(encoder_dir, num_labels=3)
-    model = apply_peft(model, PeftConfig(method="bitfit", freeze_layers=1), "classification",
-                       str(encoder_dir))
+    model = apply_peft(model, PeftConfig(method="bitfit", freeze_layers=1),
+                       get_task("classification"), str(encoder_dir))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and not any("layer.0." in n or "embeddings" in n for n in trainable)
     assert "bert.encoder.layer.1.attention.self.query.bias" in trainable
@@ -222,7 +224,7 @@ def test_prompt_methods_refuse_per_token_tasks(method: str, task: str, auto: str
 
     model = getattr(transformers, auto).from_pretrained(encoder_dir, num_labels=3)
     with pytest.raises(ConfigError, match=f"does not fit task.name={task}"):
-        apply_peft(model, PeftConfig(method=method), task, str(encoder_dir))
+        apply_peft(model, PeftConfig(method=method), get_task(task), str(encoder_dir))
 
 
 def test_modules_missing_from_the_checkpoint_train_with_the_head(tmp_path: Path) -> None:
@@ -236,8 +238,8 @@ def test_modules_missing_from_the_checkpoint_train_with_the_head(tmp_path: Path)
                         num_attention_heads=2, intermediate_size=64)
     BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
-    assert head_modules(model, "classification", str(tmp_path)) == ["classifier",
+    assert head_modules(model, get_task("classification"), str(tmp_path)) == ["classifier",
                                                                      "bert.pooler"]
-    model = apply_peft(model, PeftConfig(method="lora"), "classification", str(tmp_path))
+    model = apply_peft(model, PeftConfig(method="lora"), get_task("classification"), str(tmp_path))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any("pooler" in n and "modules_to_save" in n for n in trainable)

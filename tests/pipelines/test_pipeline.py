@@ -9,7 +9,7 @@ import pytest
 
 import lmforge
 from lmforge.cli import main
-from lmforge.pipelines.run import plan
+from lmforge.commands.pipeline import plan
 from lmforge.pipelines.settings import PipelineJob
 from tests.tuning.conftest import finetune_config, write_yaml
 

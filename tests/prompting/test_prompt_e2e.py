@@ -81,7 +81,7 @@ def test_icl_calibrated_with_causal_lm(tmp_path: Path, llama_dir: Path, sentimen
 def test_icl_similar_selection_with_model_embeddings(tmp_path: Path, mlm_dir: Path,
                                                      sentiment_dir: Path, prompts_file: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmforge.prompting import command
+    from lmforge.commands import prompt as command
 
     seen: dict[str, list] = {"neighbours": [], "contexts": []}
     nearest, probs = command.nearest_per_class, command.Scorer.probs
@@ -178,8 +178,8 @@ def test_length_normalize_default_depends_on_the_lm(monkeypatch: pytest.MonkeyPa
     """None means the mean for cloze (independent masks) and the sum for causal LMs."""
     import numpy as np
 
+    from lmforge.commands import prompt as command
     from lmforge.config import build_config
-    from lmforge.prompting import command
     from lmforge.prompting.settings import PromptJob
 
     seen: dict[str, bool] = {}

@@ -17,8 +17,8 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from lmforge.cli import main
 from lmforge.finetuning.saved import write_settings
+from lmforge.finetuning.settings import FinetuneJob, TaskConfig
 from lmforge.finetuning.task import get_task
-from lmforge.settings import FinetuneJob, TaskConfig
 from tests.finetuning.conftest import save_word_encoder
 
 POSITIVE = ["good", "great", "lovely", "wonderful"]

@@ -7,7 +7,7 @@ import pytest
 
 from lmforge.config import to_dict
 from lmforge.errors import ConfigError
-from lmforge.settings import FinetuneJob
+from lmforge.finetuning.settings import FinetuneJob
 from lmforge.tuning.space import check_against, grid_space, parse_space, sample
 
 SPACE = {

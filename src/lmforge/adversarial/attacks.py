@@ -26,6 +26,7 @@ Transformations:
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import string
@@ -51,7 +52,6 @@ def english_words(text: str) -> list[tuple[int, int]]:
 
 def chinese_words(text: str) -> list[tuple[int, int]]:
     """Spans of the jieba words of ``text`` that hold at least one CJK character."""
-    import logging
 
     import jieba
 

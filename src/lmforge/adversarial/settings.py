@@ -2,7 +2,8 @@
 the root config of ``lmforge attack``.
 
 Kept free of torch imports so the CLI's ``--help`` stays fast. The method names themselves
-are chosen with ``train.adversarial=...`` and ``data.augment=...`` (see :mod:`lmforge.settings`).
+are chosen with ``train.adversarial=...`` and ``data.augment=...`` (see
+:mod:`lmforge.finetuning.settings`).
 """
 
 from __future__ import annotations

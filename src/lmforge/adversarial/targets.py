@@ -1,104 +1,82 @@
-"""What an attack needs from a loaded model, per task: one small adapter table.
+"""What an attack needs from a loaded model: the target interface, and its lookup.
 
 An attack sees a model as ``predict_proba(texts, owners) -> (N, C)`` plus the columns to read.
-Which output to attack and which labels count is task knowledge, so it lives here, in one
-place (:data:`TARGETS`), until the task objects carry it themselves. Reads of the predictor's
-task settings go through :func:`_settings` only.
+Which output to attack and which labels count is task knowledge, so each task declares its
+own target class (``Task.attack_target()``, in the task package's ``attack.py``) and
+:func:`attack_target` asks the predictor's task object: this package sits below the
+fine-tuning tasks and never imports them. Reads of the predictor's task settings go through
+:func:`settings_dict` only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
-from lmforge.errors import ConfigError, DataError
+from lmforge.errors import ConfigError
 
 
-def _settings(predictor: Any) -> dict[str, Any]:
+def settings_dict(predictor: Any) -> dict[str, Any]:
     """The task settings saved with the model, as a dict."""
     return dataclasses.asdict(predictor.settings)
 
 
-class ClassificationTarget:
-    """Single-label classification: perturb the first text, keep the pair text fixed.
+class Target(Protocol):
+    """What the attacks ask of a task's target (built as ``cls(predictor, batch_size)``).
 
-    Args:
-        predictor: A loaded :class:`~lmforge.predictor.Predictor`.
-        batch_size: Texts per forward pass.
+    Attributes:
+        labels: Class names, in the order of :meth:`predict_proba`'s columns.
+        text_column: The column whose words are perturbed.
+        label_column: The column of the gold labels.
+        forward_calls: Model batches run so far (the attack's cost).
     """
 
-    def __init__(self, predictor: Any, batch_size: int = 64) -> None:
-        info = _settings(predictor)
-        self.predictor, self.batch_size = predictor, batch_size
-        self.labels: list[str] = list(info["labels"])
-        self.text_column: str = info.get("text_column") or "text"
-        self.pair_column: str | None = info.get("text_pair_column")
-        self.label_column: str = info.get("label_column") or "label"
-        self.max_length: int = int(info.get("max_length") or 128)
-        self.pairs: list[str] = []
-        self.forward_calls = 0
+    labels: list[str]
+    text_column: str
+    label_column: str
+    forward_calls: int
 
     @property
     def vocab_chars(self) -> list[str]:
         """Single-character tokens of the model's vocabulary (for the Chinese attack)."""
-        return [t for t in self.predictor.tokenizer.get_vocab() if len(t) == 1]
+        ...
 
     def label_id(self, value: Any) -> int:
         """The label id of a gold label as it appears in the data."""
-        name = str(value)
-        if name not in self.labels:
-            raise DataError(f"label {name!r} is not one of the model's labels {self.labels}")
-        return self.labels.index(name)
+        ...
 
     def read(self, rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[int]]:
-        """Texts and label ids of labeled rows; remembers the pair texts of sentence pairs."""
-        for column in (self.text_column, self.label_column, self.pair_column):
-            if column and rows and column not in rows[0]:
-                raise DataError(f"column {column!r} not in the attacked data (columns: "
-                                f"{', '.join(rows[0])}); set text_column / label_column")
-        texts = [str(r[self.text_column]) for r in rows]
-        self.pairs = [str(r[self.pair_column]) for r in rows] if self.pair_column else []
-        return texts, [self.label_id(r[self.label_column]) for r in rows]
+        """Texts and label ids of labeled rows."""
+        ...
 
-    @torch.no_grad()
     def predict_proba(self, texts: list[str], owners: list[int] | None = None) -> np.ndarray:
-        """Class probabilities (N, C), batched by similar length; ``owners`` picks the pair
-        text of each input (sentence-pair models)."""
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        model, tokenizer = self.predictor.model, self.predictor.tokenizer
-        for start in range(0, len(texts), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            batch = [texts[i] for i in idx]
-            pairs = [self.pairs[owners[i] if owners else i] for i in idx] if self.pairs \
-                else None
-            enc = tokenizer(batch, pairs, truncation=True, max_length=self.max_length,
-                            padding=True, return_tensors="pt")
-            with self.predictor.autocast():
-                logits = model(**enc).logits.float()
-            out[idx] = torch.softmax(logits, -1).numpy()
-            self.forward_calls += 1
-        return out
+        """Class probabilities (N, C); ``owners`` maps each text to its source row."""
+        ...
 
 
-# Task name -> adapter class. A task missing here cannot be attacked (yet).
-TARGETS: dict[str, type] = {"classification": ClassificationTarget}
+def attack_target(predictor: Any, batch_size: int = 64) -> Target:
+    """The attack target of a loaded model, as its task declares it.
 
-
-def attack_target(predictor: Any, batch_size: int = 64) -> ClassificationTarget:
-    """The attack adapter of a loaded model.
+    Args:
+        predictor: A loaded :class:`~lmforge.predictor.Predictor`; its ``task`` object is
+            asked (an object without one cannot be attacked).
+        batch_size: Texts per forward pass.
 
     Raises:
-        ConfigError: The model's task is not supported (the message names those that are).
+        ConfigError: The model's task declares no target, or the model is multi-label (the
+            attacks flip one predicted class).
     """
-    info = _settings(predictor)
-    task = info.get("task")
-    if task not in TARGETS or info.get("multi_label"):
-        kind = "multi-label classification" if info.get("multi_label") else f"task {task!r}"
+    info = settings_dict(predictor)
+    task = getattr(predictor, "task", None)
+    target_class = task.attack_target() if task is not None else None
+    if target_class is None or info.get("multi_label"):
+        # The wording names what the attacks support today (single-label classifiers), so a
+        # user of another task learns what to attack instead; it is a message, not a lookup.
+        kind = ("multi-label classification" if info.get("multi_label")
+                else f"task {info.get('task')!r}")
         raise ConfigError(f"lmforge attack supports single-label classification models (task "
                           f"classification, sentence pairs included); this model is {kind}")
-    return TARGETS[task](predictor, batch_size)
+    return target_class(predictor, batch_size)

@@ -31,6 +31,7 @@ only need d loss / d delta) run under ``no_sync``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -343,20 +344,20 @@ def _bernoulli_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tenso
         (1 - p) * (F.logsigmoid(-p_logits) - F.logsigmoid(-q_logits))
 
 
-def adversarial_hook(job: Any) -> AdversarialTraining | None:
+def adversarial_hook(job: Any, tasks: Mapping[str, Any]) -> AdversarialTraining | None:
     """The hook for ``job.train.adversarial`` (None for ``none``); checks the task.
+
+    ``tasks`` is every registered task by name (this module sits below the task registry).
 
     Raises:
         ConfigError: The task generates text (the perturbation targets encoder tasks, whose
             model reads the whole input through one embedding module in one pass).
     """
-    from lmforge.finetuning.task import all_tasks
-
     method = job.train.adversarial
     if method == "none":
         return None
-    if all_tasks()[job.task.name].generative:
-        encoders = [name for name, task in all_tasks().items() if not task.generative]
+    if tasks[job.task.name].generative:
+        encoders = [name for name, task in tasks.items() if not task.generative]
         raise ConfigError(f"train.adversarial={method} works with the encoder tasks "
                           f"{', '.join(encoders)}, not task.name={job.task.name}")
     adv = job.adv

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.continual.buffer import ReplayBuffer, concat_batches, memory_batch
+from lmforge.data.sampling import make_batches
 from lmforge.engine.hooks import StepHook
 from lmforge.engine.loop import _seed_for, collate
 
@@ -115,7 +116,6 @@ def estimate_fisher(engine: Any, dataset: Any, batches: int, seed: int) -> dict[
     Uses the engine's ``forward_loss`` and backward on ``batches`` seeded batches of
     ``dataset`` (the experience just learned), at the weights training ended with.
     """
-    from lmforge.data.sampling import make_batches
 
     model = engine.unwrapped
     params = _trainable(model)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from lmforge.evaluation.plots import _new_figure, _save
+
 
 def stream_metrics(matrix: list[list[float]], initial: list[float] | None) -> dict[str, Any]:
     """ACC, BWT, FWT, forgetting and the triangle accuracy A of a full T x T matrix."""
@@ -60,7 +62,6 @@ def format_matrix(names: list[str], matrix: list[list[float]], metrics: dict[str
 def plot_matrix(names: list[str], matrix: list[list[float]], path: Path,
                 row_names: list[str] | None = None) -> str:
     """Heat map of R (rows: after training on, columns: evaluated on) as a PNG."""
-    from lmforge.evaluation.plots import _new_figure, _save
 
     r = np.asarray(matrix, dtype=np.float64)
     rows = row_names or names[:r.shape[0]]
@@ -83,7 +84,6 @@ def plot_matrix(names: list[str], matrix: list[list[float]], path: Path,
 def plot_curves(names: list[str], matrix: list[list[float]], path: Path,
                 initial: list[float] | None = None) -> str:
     """Each experience's accuracy over the stream (x: after experience i) as a PNG."""
-    from lmforge.evaluation.plots import _new_figure, _save
 
     r = np.asarray(matrix, dtype=np.float64)
     fig = _new_figure(7.0, 4.2)

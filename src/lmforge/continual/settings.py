@@ -17,14 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.config import check, check_choice, opt
+from lmforge.finetuning.settings import TaskConfig
 from lmforge.peft.settings import PeftConfig
-from lmforge.settings import (
-    LabeledDataConfig,
-    PretrainedModelConfig,
-    TaskConfig,
-    TrackConfig,
-    TrainConfig,
-)
+from lmforge.settings import LabeledDataConfig, PretrainedModelConfig, TrackConfig, TrainConfig
 
 SCENARIOS = ("task", "domain", "class")
 STRATEGY_NAMES = ("naive", "joint", "replay", "ewc", "lwf", "agem", "lora")

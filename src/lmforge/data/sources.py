@@ -16,6 +16,7 @@ from typing import Any
 
 import datasets
 
+from lmforge.data.builtin import load_builtin
 from lmforge.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -286,7 +287,6 @@ def _conll_rows(file: str, encoding: str, stamp: Any = None) -> Iterator[dict[st
 
 def _load_builtin_or_hub(path: str, *, streaming: bool) -> AnyDatasetDict:
     """Load a builtin corpus by name, else try the hub (only if online)."""
-    from lmforge.data.builtin import load_builtin
 
     builtin = load_builtin(path, streaming=streaming)
     if builtin is not None:

@@ -13,8 +13,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from lmforge.data.cjk import is_cjk_char
 from lmforge.errors import ConfigError
-from lmforge.tokenizer.cjk import is_cjk_char
 
 SEGMENTERS = (None, "jieba")
 

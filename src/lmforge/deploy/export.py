@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import inspect
 import io
 import logging
@@ -29,18 +30,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmforge.data.corpus import load_corpus
 from lmforge.deploy.onnx_model import ONNX_FILE, OnnxTaskModel, find_onnx_folder
 from lmforge.deploy.settings import ExportJob
 from lmforge.errors import ConfigError, DataError, LmforgeError
 from lmforge.finetuning.saved import (
     TASK_FILE,
     finetuned_model_dir,
-    load_finetuned,
     read_settings,
     write_settings,
 )
 from lmforge.finetuning.task import Task, TaskSettings, all_tasks
-from lmforge.runs import make_run_dir, save_atomically, save_run_config, write_json
+from lmforge.peft.io import merge_adapter as fold
+from lmforge.runs import save_atomically
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,6 @@ def merge_adapter(model: nn.Module) -> tuple[nn.Module, bool]:
     Raises:
         ConfigError: Prompt methods and bottleneck adapters, which cannot be merged.
     """
-    from lmforge.peft.io import merge_adapter as fold
 
     merged = fold(model)
     return merged, merged is not model
@@ -96,7 +97,7 @@ def _side_files(folder: Path, model: nn.Module, tokenizer: Any, settings: TaskSe
     write_settings(folder, settings)
 
 
-def _set_label_names(model: nn.Module, task: Task, settings: TaskSettings) -> None:
+def set_label_names(model: nn.Module, task: Task, settings: TaskSettings) -> None:
     """id2label / label2id in the config so pipelines print label names, not LABEL_0."""
     labels = task.label_names(settings)
     config = getattr(model, "config", None)
@@ -124,7 +125,7 @@ def export_hf(model: nn.Module, tokenizer: Any, task: Task, settings: TaskSettin
         model, merged = merge_adapter(model)
     else:
         merged = False
-    _set_label_names(model, task, settings)
+    set_label_names(model, task, settings)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
@@ -265,8 +266,7 @@ def _onnx_folder(folder: Path, model: nn.Module, tokenizer: Any, settings: TaskS
 # Evaluation on a labeled file
 
 
-def _labeled_split(job: ExportJob) -> Any:
-    from lmforge.data.corpus import load_corpus
+def labeled_split(job: ExportJob) -> Any:
 
     corpus = load_corpus(replace(job.data, validation_ratio=0.0, test_ratio=0.0))
     if job.split in corpus:
@@ -277,7 +277,7 @@ def _labeled_split(job: ExportJob) -> Any:
                     "set split=")
 
 
-def _evaluate(models: dict[str, nn.Module], task: Task, tokenizer: Any,
+def evaluate_models(models: dict[str, nn.Module], task: Task, tokenizer: Any,
               settings: TaskSettings, split: Any, job: ExportJob,
               out: Path) -> dict[str, dict[str, float]]:
     """Headline metrics per backend (``task.report`` into OUT/eval/<backend>)."""
@@ -296,7 +296,7 @@ def _evaluate(models: dict[str, nn.Module], task: Task, tokenizer: Any,
     return headlines
 
 
-def _deltas(task: Task, base: dict[str, float], other: dict[str, float]) -> dict[str, float]:
+def metric_deltas(task: Task, base: dict[str, float], other: dict[str, float]) -> dict[str, float]:
     """other - base in points (the task's metric scale: fractions x 100, percentages x 1)."""
     scale = task.metric_scale
     # + 0.0 turns round()'s -0.0 into 0.0 in the JSON.
@@ -304,7 +304,7 @@ def _deltas(task: Task, base: dict[str, float], other: dict[str, float]) -> dict
             if k in other and k not in ("misaligned_answers", "skipped_examples")}
 
 
-def _size_mb(folder: Path, patterns: tuple[str, ...]) -> float:
+def size_mb(folder: Path, patterns: tuple[str, ...]) -> float:
     total = sum(f.stat().st_size for p in patterns for f in folder.glob(p) if f.is_file())
     return round(total / 2**20, 4)
 
@@ -314,7 +314,6 @@ def _size_mb(folder: Path, patterns: tuple[str, ...]) -> float:
 
 
 def _require_onnx() -> None:
-    import importlib.util
 
     missing = [name for name in ("onnx", "onnxscript", "onnxruntime")
                if importlib.util.find_spec(name) is None]
@@ -323,7 +322,7 @@ def _require_onnx() -> None:
                           "onnxruntime (or use format=hf)")
 
 
-def _check_request(job: ExportJob) -> tuple[Task, TaskSettings]:
+def check_request(job: ExportJob) -> tuple[Task, TaskSettings]:
     """Fail fast (before loading weights) on a missing run or a format the task lacks."""
     if not job.run:
         raise ConfigError("set the run to export: lmforge export RUN_DIR --output-dir OUT")
@@ -349,7 +348,7 @@ def _check_request(job: ExportJob) -> tuple[Task, TaskSettings]:
     return task, settings
 
 
-def _export_onnx_variants(model: nn.Module, tokenizer: Any, task: Task, settings: TaskSettings,
+def export_onnx_variants(model: nn.Module, tokenizer: Any, task: Task, settings: TaskSettings,
                           job: ExportJob, out: Path, rows: list[dict[str, Any]] | None,
                           summary: dict[str, Any]) -> dict[str, OnnxTaskModel]:
     """Write OUT/onnx (and OUT/onnx-int8), each checked against ``model``; fill ``summary``.
@@ -383,73 +382,8 @@ def _export_onnx_variants(model: nn.Module, tokenizer: Any, task: Task, settings
     for name in diffs:
         path = out / name / ONNX_FILE
         summary["formats"][name] = str(path)
-        summary["size_mb"][name] = _size_mb(out / name, (ONNX_FILE, ONNX_FILE + ".data"))
+        summary["size_mb"][name] = size_mb(out / name, (ONNX_FILE, ONNX_FILE + ".data"))
         models[name] = OnnxTaskModel(path, task, job.num_threads, config=model.config)
     summary["max_abs_diff"] = diffs
     summary["tolerance"] = job.tolerance
     return models
-
-
-def run_export(job: ExportJob, resume: bool = False) -> dict[str, Any]:
-    """Export a fine-tuned run (see the module docstring for what is written and checked).
-
-    Args:
-        job: The resolved config.
-        resume: Unused (an export is re-run from scratch).
-
-    Returns:
-        The summary written to ``export_summary.json``.
-
-    Raises:
-        ConfigError: A missing run, or ONNX asked for a generative (seq2seq / sft) task.
-        ExportCheckError: The fp32 ONNX outputs differ from PyTorch by more than
-            ``tolerance``.
-    """
-    task, _ = _check_request(job)
-    want_onnx = job.format in ("all", "onnx") and bool(task.onnx_outputs)
-    if job.format == "all" and not task.onnx_outputs:
-        log.warning("a %s run has no ONNX export (it generates token by token); writing hf "
-                    "only", task.name)
-    run = load_finetuned(job.run)
-    model, tokenizer, settings = run.model, run.tokenizer, run.settings
-    model.eval()
-    out = make_run_dir(job.output_dir, "export")
-    save_run_config(out, job)
-    split = _labeled_split(job) if job.data.path else None
-    rows = [split[i] for i in range(min(len(split), max(SAMPLE_BATCH_SIZES)))] \
-        if split is not None else None
-    # The reference is evaluated before merging, so a PEFT run's own forward is scored.
-    headlines = _evaluate({"pytorch": model}, task, tokenizer, settings, split, job, out) \
-        if split is not None else {}
-    summary: dict[str, Any] = {
-        "command": "export", "run": job.run, "task": task.name, "run_dir": str(out),
-        "output_dir": str(out), "formats": {}, "merged_adapter": False,
-        "size_mb": {"pytorch": round(sum(p.numel() * p.element_size()
-                                         for p in model.parameters()) / 2**20, 4)}}
-    if job.format in ("all", "hf"):
-        model, summary["merged_adapter"] = export_hf(model, tokenizer, task, settings,
-                                                     out / "hf", merge=job.merge)
-        summary["formats"]["hf"] = str(out / "hf")
-        summary["size_mb"]["hf"] = _size_mb(out / "hf", ("*.safetensors",))
-        log.info("wrote %s (merged adapter: %s)", out / "hf", summary["merged_adapter"])
-    if want_onnx:
-        if hasattr(model, "peft_config"):  # a PeftModel: ONNX gets the merged weights
-            model, merged = merge_adapter(model)
-            summary["merged_adapter"] = summary["merged_adapter"] or merged
-        _set_label_names(model, task, settings)
-        onnx_models = _export_onnx_variants(model, tokenizer, task, settings, job, out, rows,
-                                            summary)
-        if split is not None:
-            headlines.update(_evaluate(onnx_models, task, tokenizer, settings, split, job,
-                                       out))
-    if headlines:
-        summary["evaluated_on"] = job.data.path
-        summary["examples"] = len(split)
-        for name, headline in headlines.items():
-            summary[f"metrics_{name.replace('-', '_')}"] = headline
-            if name != "pytorch":
-                summary[f"delta_points_{name.replace('-', '_')}"] = _deltas(
-                    task, headlines["pytorch"], headline)
-    write_json(out / "export_summary.json", summary)
-    write_json(out / "summary.json", summary)  # the run-directory contract's name
-    return summary

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from lmforge.errors import ConfigError
+from lmforge.finetuning.saved import TASK_FILE, read_settings
+from lmforge.models.build import load_tokenizer
 
 ONNX_FILE = "model.onnx"
 
@@ -129,7 +131,6 @@ def load_onnx_model(folder: str | Path, num_threads: int | None = None,
         ConfigError: The folder has no ``model.onnx`` or no ``lmforge_task.json``, or
             onnxruntime is not installed.
     """
-    from lmforge.finetuning.saved import TASK_FILE, read_settings
 
     found = find_onnx_folder(folder)
     if found is None:
@@ -145,7 +146,6 @@ def load_onnx_model(folder: str | Path, num_threads: int | None = None,
         raise ConfigError("ONNX models need onnxruntime: pip install onnxruntime") from None
     from transformers import AutoConfig
 
-    from lmforge.models.build import load_tokenizer
 
     config = AutoConfig.from_pretrained(found) if (found / "config.json").is_file() else None
     model = OnnxTaskModel(found / ONNX_FILE, task, num_threads, providers, config)

@@ -1,11 +1,11 @@
-"""The config of ``lmforge export``."""
+"""The configs of the commands on finished runs: ``lmforge export`` and ``lmforge predict``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from lmforge.config import check, check_choice, opt
-from lmforge.settings import DataConfig
+from lmforge.settings import PRECISIONS, DataConfig
 
 EXPORT_FORMATS = ("all", "hf", "onnx")
 QUANTIZE = ("none", "int8")
@@ -41,3 +41,28 @@ class ExportJob:
         check(self.tolerance > 0, "tolerance must be > 0")
         check(self.batch_size >= 1, "batch_size must be >= 1")
         check(self.num_threads is None or self.num_threads >= 1, "num_threads must be >= 1")
+
+
+@dataclass
+class PredictJob:
+    """``lmforge predict``: run a fine-tuned model on a file or stdin."""
+
+    run: str = opt("", "Fine-tuned run directory (or its model/ folder).")
+    input: str = opt("-", "Input: a text file (one text per line), a jsonl/csv/tsv file, or - "
+                          "for stdin.")
+    output: str = opt("-", "Where predictions go (jsonl); - for stdout.")
+    text_column: str | None = opt(None, "Text column of jsonl/csv input (default: the run's).")
+    top_k: int = opt(1, "Labels with scores to return per input (classification).")
+    batch_size: int = opt(32, "Inputs per forward pass.")
+    precision: str = opt("fp32", "PyTorch runs: fp32, bf16 (autocast), or auto (bf16 where "
+                                 "the CPU / GPU has bf16 units).")
+
+    def __post_init__(self) -> None:
+        check(self.top_k >= 1, "top_k must be >= 1")
+        check(self.batch_size >= 1, "batch_size must be >= 1")
+        check_choice("precision", self.precision, PRECISIONS)
+
+    @property
+    def writes_stdout(self) -> bool:
+        """True when the predictions go to stdout (then the CLI's talk goes to stderr)."""
+        return self.output == "-"

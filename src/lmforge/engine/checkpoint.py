@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
-PREFIX = "step-"
+from lmforge.runs import CHECKPOINT_PREFIX as PREFIX
 
 
 @dataclass

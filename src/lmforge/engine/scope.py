@@ -14,9 +14,6 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-import torch
-
 
 def _accelerate_states() -> list[Any]:
     from accelerate.state import AcceleratorState, GradientState
@@ -31,6 +28,11 @@ def run_scope() -> Iterator[None]:
     ``accelerate``'s ``PartialState`` (device, process group, rank) is not touched: it is
     the same for every run of the process.
     """
+    # torch and numpy are imported here, not at module level: the run context imports this
+    # module, and `lmforge --help` / `import lmforge` must not pay for torch (about 1 s).
+    import numpy as np
+    import torch
+
     threads = torch.get_num_threads()
     rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
            torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)

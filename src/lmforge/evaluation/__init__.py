@@ -3,27 +3,38 @@
 Metrics come from scikit-learn, seqeval, rouge-score and sacreBLEU (imported on first use);
 plots are written as PNGs with matplotlib's Agg canvas. Every metric function returns a plain,
 JSON-serializable dict.
+
+Names load on first use (PEP 562), so ``lmforge --help`` does not import torch.
 """
 
 from __future__ import annotations
 
-from lmforge.evaluation.calibration import expected_calibration_error
-from lmforge.evaluation.classification import (
-    ClassificationAccumulator,
-    classification_metrics,
-    tune_thresholds,
-)
-from lmforge.evaluation.generation import CJKCharTokenizer, generation_metrics, has_cjk
-from lmforge.evaluation.lm import perplexity
-from lmforge.evaluation.ner import bio_to_bioes, bioes_to_bio, convert_scheme, ner_metrics
-from lmforge.evaluation.plots import (
-    plot_confusion_matrix,
-    plot_pr_curves,
-    plot_reliability_diagram,
-    plot_roc_curves,
-    write_classification_plots,
-)
-from lmforge.evaluation.qa import exact_match, f1, normalize_answer, qa_metrics
+import importlib
+from typing import Any
+
+_WHERE = {
+    "CJKCharTokenizer": "lmforge.evaluation.generation",
+    "ClassificationAccumulator": "lmforge.evaluation.classification",
+    "bio_to_bioes": "lmforge.evaluation.ner",
+    "bioes_to_bio": "lmforge.evaluation.ner",
+    "classification_metrics": "lmforge.evaluation.classification",
+    "convert_scheme": "lmforge.evaluation.ner",
+    "exact_match": "lmforge.evaluation.qa",
+    "expected_calibration_error": "lmforge.evaluation.calibration",
+    "f1": "lmforge.evaluation.qa",
+    "generation_metrics": "lmforge.evaluation.generation",
+    "has_cjk": "lmforge.evaluation.generation",
+    "ner_metrics": "lmforge.evaluation.ner",
+    "normalize_answer": "lmforge.evaluation.qa",
+    "perplexity": "lmforge.evaluation.lm",
+    "plot_confusion_matrix": "lmforge.evaluation.plots",
+    "plot_pr_curves": "lmforge.evaluation.plots",
+    "plot_reliability_diagram": "lmforge.evaluation.plots",
+    "plot_roc_curves": "lmforge.evaluation.plots",
+    "qa_metrics": "lmforge.evaluation.qa",
+    "tune_thresholds": "lmforge.evaluation.classification",
+    "write_classification_plots": "lmforge.evaluation.plots",
+}
 
 __all__ = [
     "CJKCharTokenizer",
@@ -48,3 +59,9 @@ __all__ = [
     "tune_thresholds",
     "write_classification_plots",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'lmforge.evaluation' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from lmforge.config import check, check_choice
+from lmforge.errors import ConfigError, DataError
 from lmforge.explaining.adapters import Example, get_adapter, setting, settings_of
 from lmforge.explaining.faithfulness import BINS, agreement, aopc
 from lmforge.explaining.methods import DEFAULT_METHODS, METHODS, Context, Options, check_methods
@@ -66,13 +68,13 @@ class Explainer:
 
     def __init__(self, predictor: Any, options: Options | None = None,
                  words: str = "auto") -> None:
-        from lmforge.config import check_choice
 
         check_choice("words", words, WORD_MODES)
         self.predictor = predictor
         self.options = options or Options()
         self.words = words
-        self.adapter = get_adapter(predictor.task_name, settings_of(predictor))
+        # The predictor's task object declares its adapter (this package names no task).
+        self.adapter = get_adapter(predictor.task, settings_of(predictor))
         tok = predictor.tokenizer
         self.scorer = Scorer(predictor.model, self.adapter, int(tok.pad_token_id or 0),
                              self.options.batch_size)
@@ -138,7 +140,6 @@ class Explainer:
         Raises:
             DataError: no input has a word to remove.
         """
-        from lmforge.errors import DataError
 
         if "random" not in result.scores:
             self.scorer.counter = Counter()
@@ -175,7 +176,6 @@ def options_from(source: Any) -> Options:
 
 def check_budgets(options: Options) -> None:
     """One-line errors for budgets <= 0."""
-    from lmforge.config import check, check_choice
 
     for name in ("n_steps", "internal_batch_size", "lime_samples", "shap_evals", "batch_size"):
         check(getattr(options, name) >= 1, f"{name} must be >= 1 (got {getattr(options, name)})")
@@ -201,7 +201,6 @@ def explain_predictor(predictor: Any, inputs: Any, methods: list[str] | None = N
     Returns:
         One dict per input (see :meth:`Explanations.rows`) with the cost per method.
     """
-    from lmforge.errors import ConfigError
 
     unknown = sorted(set(options) - {f.name for f in fields(Options)})
     if unknown:

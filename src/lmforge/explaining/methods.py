@@ -41,11 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmforge.config import check_choice
 from lmforge.errors import ConfigError
 from lmforge.explaining.adapters import Example
 from lmforge.explaining.scoring import Scorer, pad_rows, perturb
-
-ALL_TASKS = ("classification", "token_classification", "qa")
 
 
 @dataclass
@@ -319,7 +318,9 @@ class Method:
 
     fn: Callable[[Context, list[Example]], list[np.ndarray]]
     summary: str
-    tasks: tuple[str, ...] = ALL_TASKS
+    tasks: tuple[str, ...] | None = None
+    """Task names it is limited to; None (every method today): every task whose model can be
+    explained (the task declares an adapter), so this package needs no list of tasks."""
     needs_torch: bool = False
     budget: str | None = None
 
@@ -337,18 +338,22 @@ METHODS: dict[str, Method] = {
 DEFAULT_METHODS = ["ig", "gradxinput", "rollout", "occlusion", "lime", "shap"]
 
 
+def _applies(method: Method, task_name: str) -> bool:
+    """Whether ``method`` may explain a model of the (explainable) task ``task_name``."""
+    return method.tasks is None or task_name in method.tasks
+
+
 def check_methods(methods: list[str], task_name: str, backend: str = "torch") -> None:
     """One-line errors for unknown methods, methods the task or backend cannot run."""
-    from lmforge.config import check_choice
 
     if not methods:
         raise ConfigError(f"give at least one method; choose from {list(METHODS)}")
     for name in methods:
         check_choice("methods", name, list(METHODS))
         method = METHODS[name]
-        if task_name not in method.tasks:
+        if not _applies(method, task_name):
             raise ConfigError(f"method {name!r} does not apply to {task_name} models; use one "
-                              f"of {[m for m, v in METHODS.items() if task_name in v.tasks]}")
+                              f"of {[m for m, v in METHODS.items() if _applies(v, task_name)]}")
         if method.needs_torch and backend != "torch":
             raise ConfigError(f"method {name!r} needs gradients or attention weights, which "
                               f"the {backend} backend does not give; load the PyTorch run or "

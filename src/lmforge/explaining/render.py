@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lmforge.explaining.words import has_cjk
+
 log = logging.getLogger(__name__)
 
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei",
@@ -109,7 +111,6 @@ def write_png(row: dict[str, Any], path: Path, title: str = "", width_in: float 
     from matplotlib.figure import Figure
     from matplotlib.textpath import TextPath
 
-    from lmforge.explaining.words import has_cjk
 
     family = ["DejaVu Sans"]
     if any(has_cjk(w) for w in row["words"]):

@@ -2,7 +2,9 @@
 
 Both tasks train token cross-entropy on ``labels`` (-100 = not trained). The loss is a mean
 over trained tokens, so the engine's ``n`` is the number of trained tokens and the summed
-negative log-likelihood (``count_nll_sum``) gives an exact corpus perplexity.
+negative log-likelihood (``count_nll_sum``) gives an exact corpus perplexity. Decoding of a
+finished model (:func:`generate_text`) lives here too: ``lmforge predict`` and the server
+share it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import StoppingCriteria, StoppingCriteriaList
 
+from lmforge.engine.loop import evaluate_model
 from lmforge.errors import ConfigError
 from lmforge.finetuning.task import Task
 
@@ -117,7 +122,6 @@ class GenerativeTaskBase(Task):
     def token_metrics(model: nn.Module, encoded: Any, collator: Any, accelerator: Any,
                       batch_size: int, shift: bool) -> dict[str, float]:
         """Loss / perplexity / token accuracy of ``model`` on an encoded split (for reports)."""
-        from lmforge.engine.loop import evaluate_model
 
         return evaluate_model(TokenLossObjective(model, shift=shift), encoded, collator,
                               accelerator, batch_size=batch_size, reducer=token_reducer)
@@ -186,3 +190,72 @@ class GenerationSettings:
         return kwargs
 
 
+@dataclass
+class GenerateParams:
+    """Decoding options of one ``/generate`` request."""
+
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    do_sample: bool = False
+
+
+class _Cancelled(StoppingCriteria):
+    """Stops generation once ``event`` is set (request timed out or client went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor,
+                 **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool,
+                          device=input_ids.device)
+
+
+def generation_call(predictor: Any, prompt: str | None, messages: list[dict[str, str]] | None,
+                    params: GenerateParams, streaming: bool,
+                    cancel: threading.Event) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tokenized prompt, ``model.generate`` options) of one request.
+
+    The prompt is built exactly as the task's ``predict`` builds it (batch of one); setting
+    ``cancel`` stops the generation at its next step.
+    """
+    inputs = predictor.task.generation_inputs(predictor.tokenizer, predictor.settings, prompt,
+                                              messages)
+    # Beams only without sampling or streaming (a streamer cannot follow several beams).
+    beams = predictor.settings.num_beams if not (params.do_sample or streaming) else 1
+    kwargs = GenerationSettings(max_new_tokens=params.max_new_tokens, num_beams=beams,
+                                do_sample=params.do_sample, temperature=params.temperature,
+                                top_p=params.top_p).to_generate_kwargs()
+    kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel)])
+    kwargs.update(predictor.task.generation_kwargs(predictor.tokenizer))
+    return inputs, kwargs
+
+
+def finish_reply(predictor: Any, text: str) -> str:
+    """The reply as ``predict`` returns it (cut at the task's stop string, stripped)."""
+    return predictor.task.finish_reply(text)
+
+
+def generate_text(predictor: Any, prompt: str | None, messages: list[dict[str, str]] | None,
+                  params: GenerateParams, cancel: threading.Event | None = None) -> str:
+    """The whole generated reply for one prompt (blocking; run it in a thread).
+
+    Args:
+        predictor: A loaded generative :class:`~lmforge.predictor.Predictor`.
+        prompt: The prompt text (or None with ``messages``, chat models only).
+        messages: A conversation as ``{"role", "content"}`` dicts (chat models).
+        params: Decoding options.
+        cancel: Set it to stop generating early.
+
+    Returns:
+        The reply text.
+    """
+    inputs, kwargs = generation_call(predictor, prompt, messages, params, False,
+                                     cancel or threading.Event())
+    width = inputs["input_ids"].shape[1]
+    with predictor.lock, torch.no_grad(), predictor.autocast():
+        out = predictor.model.generate(**inputs, **kwargs)
+    if not getattr(predictor.model.config, "is_encoder_decoder", False):
+        out = out[:, width:]  # a causal LM returns prompt + reply
+    return finish_reply(predictor, predictor.tokenizer.decode(out[0], skip_special_tokens=True))

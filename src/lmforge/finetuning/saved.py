@@ -21,6 +21,8 @@ from torch import nn
 from lmforge.config import from_dict, to_dict
 from lmforge.errors import ConfigError
 from lmforge.finetuning.task import Task, TaskSettings, get_task
+from lmforge.models.build import load_tokenizer, resolve_checkpoint
+from lmforge.peft.io import load_adapted_model, save_adapted_model
 
 TASK_FILE = "lmforge_task.json"  # task settings saved next to the model weights
 
@@ -68,7 +70,6 @@ def save_finetuned(folder: Path, model: nn.Module, tokenizer: Any, settings: Tas
         base_name: The base as the user named it (a builtin name), tried when ``source``
             has moved.
     """
-    from lmforge.peft.io import save_adapted_model
 
     save_adapted_model(model, folder, peft_cfg, source, base_name)
     tokenizer.save_pretrained(folder)
@@ -96,7 +97,6 @@ class FinishedRun:
 
 def finetuned_model_dir(run: str | Path) -> str:
     """The model folder of a finetune run directory (or the folder itself)."""
-    from lmforge.models.build import resolve_checkpoint
 
     if not str(run):
         raise ConfigError("set run=RUN_DIR (a finetune run directory or its model folder)")
@@ -112,8 +112,6 @@ def load_finetuned(run: str | Path) -> FinishedRun:
     Raises:
         ConfigError: The run is missing or is not a fine-tuned lmforge model.
     """
-    from lmforge.models.build import load_tokenizer
-    from lmforge.peft.io import load_adapted_model
 
     model_dir = finetuned_model_dir(run)
     found = read_settings(model_dir)

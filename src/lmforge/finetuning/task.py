@@ -9,11 +9,17 @@ A downstream task is one package ``finetuning/<name>/`` with the same modules:
 - ``task.py``: the :class:`Task` subclass and its typed :class:`TaskSettings` (saved with the
   model as ``lmforge_task.json``), plus everything other packages need to know about the
   task: its PEFT task type and head, whether it generates, its ONNX outputs, its HTTP route
-  with request / response schemas, an example record.
+  with request / response schemas, an example record, the metrics ``lmforge tune`` may
+  optimise (:meth:`Task.tuning_objectives`);
+- optionally ``explain.py`` (the adapter ``lmforge explain`` uses, returned by
+  :meth:`Task.explain_adapter`) and ``attack.py`` (the target ``lmforge attack`` uses,
+  returned by :meth:`Task.attack_target`).
 
-Serving, export and PEFT ask the task object; they never branch on its name. Adding a task is
-one package and one line in :data:`TASKS` (``tests/finetuning/test_registry.py`` checks that
-every registered task provides what serving, export and PEFT need).
+Serving, export, PEFT, tuning, explaining and attacks ask the task object; they never branch
+on its name, and no package outside ``finetuning`` keeps a table keyed by task names. Adding a
+task is one package and one line in :data:`TASKS` (``tests/finetuning/test_registry.py``
+checks that every registered task provides what serving, export and PEFT need, and that no
+task name is a string literal anywhere else).
 
 Life of a task in a run::
 
@@ -30,22 +36,14 @@ Life of a task in a run::
 from __future__ import annotations
 
 import importlib
-import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    create_model,
-    model_validator,
-)
+from pydantic import Field
 
 from lmforge.config import check_choice, opt
+from lmforge.wire import InputRecord, Route, record_model
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only; the config loads without torch
     import datasets
@@ -91,180 +89,6 @@ class TaskSettings:
     max_length: int = opt(128, "Tokens per input (longer inputs are cut or windowed).")
 
 
-NON_BLANK = (r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
-             r"\u3000]")
-"""Pattern of a string with a non-whitespace character, whitespace as Python's ``str.split``
-and ``str.strip`` define it (JSON Schema's ``\\S`` would count ``\\x1c``-``\\x1f`` as text and
-so promise inputs the server then finds blank)."""
-
-NonBlank = Annotated[str, Field(pattern=NON_BLANK)]
-"""A string that is not empty or whitespace only (its OpenAPI schema says so)."""
-
-
-def _integral(value: Any) -> Any:
-    # JSON Schema counts 3.0 as an integer; strict pydantic would not.
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-JsonInt = Annotated[int, BeforeValidator(_integral)]
-"""An integer as JSON Schema means it: ``3`` or ``3.0``, but not ``true`` or ``"3"``."""
-
-
-def describe_choices(schema: dict[str, Any], cls: type) -> None:
-    """Make a request model's JSON schema say what its validators check.
-
-    Fields declared ``x: str = None`` are optional but never null: their ``default: null`` is
-    dropped. ``one_of`` / ``any_of`` (class attributes naming fields, by alias) become
-    ``oneOf`` / ``anyOf`` lists of ``required`` clauses.
-    """
-    for prop in schema.get("properties", {}).values():
-        if "default" in prop and prop["default"] is None:
-            rest = {k: v for k, v in prop.items() if k != "default"}
-            if '"null"' not in json.dumps(rest):  # the type itself is not nullable
-                del prop["default"]
-    for key, names in (("oneOf", getattr(cls, "one_of", ())),
-                       ("anyOf", getattr(cls, "any_of", ()))):
-        if names:
-            schema[key] = [{"required": [name]} for name in names]
-
-
-class _Choice(BaseModel):
-    """Checks ``one_of`` (exactly one given) and ``any_of`` (at least one given)."""
-
-    one_of: ClassVar[tuple[str, ...]] = ()
-    """Aliases of fields of which exactly one must be given."""
-    any_of: ClassVar[tuple[str, ...]] = ()
-    """Aliases of fields of which at least one must be given."""
-
-    @model_validator(mode="after")
-    def _choice(self) -> _Choice:
-        given = {f.alias or name for name, f in type(self).model_fields.items()
-                 if getattr(self, name) is not None}
-        if self.one_of and len(given & set(self.one_of)) != 1:
-            raise ValueError(f"give exactly one of {list(self.one_of)}")
-        if self.any_of and not given & set(self.any_of):
-            raise ValueError(f"give at least one of {list(self.any_of)}")
-        return self
-
-
-class Strict(_Choice):
-    """A request body that rejects unknown fields and wrong JSON types (no ``true`` for an
-    integer, no ``"1"`` for a number), and whose schema says what it checks."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=describe_choices)
-
-
-class InputRecord(_Choice):
-    """One input record of ``POST /predict``: the fields the task reads; others are ignored
-    (records read from files carry labels and ids)."""
-
-    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra=describe_choices,
-                              populate_by_name=False)
-
-
-def record_model(name: str, fields: dict[str, tuple[Any, Any]], doc: str, *,
-                 one_of: tuple[str, ...] = (),
-                 any_of: tuple[str, ...] = ()) -> type[InputRecord]:
-    """An :class:`InputRecord` model with fields named after the run's columns.
-
-    Args:
-        name: The model's name (its OpenAPI component), e.g. ``ClassificationInput``.
-        fields: Column name -> ``(type, Field(...))``; required unless the field has a default
-            (``Field(None)``: optional, never null).
-        doc: The model's description (OpenAPI).
-        one_of: Columns of which exactly one must be given.
-        any_of: Columns of which at least one must be given.
-
-    Returns:
-        The model class (its ``model_dump(by_alias=True, exclude_none=True)`` is the record).
-    """
-    # Columns are aliases of generic attribute names: a column may be called "schema" or
-    # "model_config", which a pydantic attribute cannot.
-    definitions = {f"field_{i}": (Annotated[kind, Field(alias=column)], info)
-                   for i, (column, (kind, info)) in enumerate(fields.items())}
-    model = create_model(name, __base__=InputRecord, __doc__=doc, **definitions)
-    model.one_of, model.any_of = one_of, any_of
-    return model
-
-
-class OneOrManyTexts(Strict):
-    """A request with one ``text`` or several ``texts``."""
-
-    one_of: ClassVar[tuple[str, ...]] = ("text", "texts")
-    text: str = Field(None, description="One input text.")
-    texts: list[str] = Field(None, min_length=1, description="Several input texts (one batch).")
-
-    def all_texts(self) -> list[str]:
-        """The inputs as a list."""
-        return [self.text] if self.text is not None else list(self.texts or [])
-
-
-def _pair_schema(schema: dict[str, Any], cls: type) -> None:
-    describe_choices(schema, cls)
-    # The shape of text_pair follows text / texts (the equal length is checked, not schema).
-    schema["oneOf"] = [
-        {"required": ["text"], "properties": {"text_pair": {"type": "string"}}},
-        {"required": ["texts"], "properties": {"text_pair": {"type": "array"}}}]
-
-
-class OneOrManyTextPairs(OneOrManyTexts):
-    """A request with one ``text`` and its ``text_pair``, or ``texts`` and as many pairs."""
-
-    model_config = ConfigDict(json_schema_extra=_pair_schema)
-    text_pair: str | list[str] = Field(
-        ..., description="Second text(s): a string with 'text', a list as long as 'texts'.")
-
-    @model_validator(mode="after")
-    def _pairs(self) -> OneOrManyTextPairs:
-        many = isinstance(self.text_pair, list)
-        if many != (self.texts is not None) or (many and len(self.text_pair) != len(
-                self.texts or [])):
-            raise ValueError("text_pair must be a string with 'text' or a list as long as "
-                             "'texts'")
-        return self
-
-
-@dataclass(frozen=True)
-class RouteCall:
-    """What a task's HTTP request asks the server to predict.
-
-    Attributes:
-        records: One input record per prediction; ``None`` where the answer needs no model
-            call (e.g. an empty text has no entities).
-        texts: Every string of the request, checked against the server's size limits.
-        top_k: Labels with scores per input.
-    """
-
-    records: list[dict[str, Any] | None]
-    texts: list[str]
-    top_k: int = 1
-
-
-@dataclass(frozen=True)
-class Route:
-    """A task's own HTTP route (``lmforge serve`` mounts it beside ``/predict``).
-
-    Attributes:
-        path: The URL path, e.g. ``/classify``.
-        request: The pydantic model of the request body (its OpenAPI schema).
-        response: The pydantic model of the response body.
-        description: The route's OpenAPI description.
-        call: ``(request, settings) -> RouteCall``; raises a
-            :class:`~lmforge.errors.DataError` (HTTP 422) for a request the model cannot take.
-        respond: ``(request, rows) -> response body``; ``rows`` align with
-            ``RouteCall.records`` (``None`` where the record was ``None``).
-        exclude_none: Drop ``None`` fields from the response (optional keys).
-    """
-
-    path: str
-    request: type
-    response: type
-    description: str
-    call: Callable[[Any, Any], RouteCall]
-    respond: Callable[[Any, list[Any]], dict[str, Any]]
-    exclude_none: bool = False
-
-
 class Task:
     """Base class of the fine-tuning tasks: the interface, and the facts other packages ask.
 
@@ -291,7 +115,13 @@ class Task:
     onnx_outputs: ClassVar[tuple[str, ...]] = ()
     """Named outputs of the exported ONNX graph; empty when the task has no ONNX export."""
     serves_explanations: ClassVar[bool] = False
-    """``lmforge serve`` mounts ``POST /explain`` (word attributions of text inputs)."""
+    """``lmforge serve`` mounts ``POST /explain`` (word attributions of text inputs).
+
+    Narrower than :meth:`explain_adapter`: the route's request and response schemas are those
+    of text classification (``text`` / ``text_pair`` in, ``label`` / ``score`` out), so only a
+    task whose records and predictions have that shape may set it, while ``lmforge explain``
+    and ``Predictor.explain`` work for every task with an adapter. A task that sets it must
+    have an adapter (``tests/finetuning/test_registry.py`` checks)."""
     metric_scale: ClassVar[float] = 100.0
     """Factor from a headline metric to points (1.0 where metrics are percentages already)."""
     supports_continual: ClassVar[bool] = False
@@ -348,6 +178,28 @@ class Task:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- what other stages ask
+    def tuning_objectives(self, multi_label: bool) -> tuple[str, ...]:
+        """Metrics the engine's in-loop evaluation reports for this task (its reducer's keys),
+        which ``lmforge tune`` may prune on and pick each trial's best checkpoint with.
+
+        Args:
+            multi_label: The job's ``task.multi_label`` (classification reports other
+                metrics then); ignored by tasks without that option.
+        """
+        return ("eval_loss",)
+
+    def explain_adapter(self) -> type | None:
+        """The :mod:`lmforge.explaining` adapter class of the task (built with the saved task
+        settings), or None when its models cannot be explained. It lives in the task's
+        package (``explain.py``) so the explaining package never names a task."""
+        return None
+
+    def attack_target(self) -> type | None:
+        """The :mod:`lmforge.adversarial` target class that ``lmforge attack`` wraps a loaded
+        predictor in (built as ``cls(predictor, batch_size)``), or None when its models cannot
+        be attacked. It lives in the task's package (``attack.py``)."""
+        return None
+
     def label_names(self, settings: Any) -> list[str] | None:
         """Label names for the model config's ``id2label`` (None: the task has no labels)."""
         labels = getattr(settings, "labels", None)

@@ -9,6 +9,7 @@ widths with SwiGLU (intermediate = 8/3 H rounded) and grouped-query attention of
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,6 @@ BUILTIN_GGUF: dict[str, str] = {
 
 
 def _resolve_gguf(name: str) -> str:
-    import importlib.util
 
     package = BUILTIN_GGUF[name]
     spec = importlib.util.find_spec(package)

@@ -17,12 +17,14 @@ checkpoint the weights apply to.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from lmforge.errors import ConfigError
+from lmforge.models.build import resolve_checkpoint
 from lmforge.peft.adapters import has_adapters
 from lmforge.peft.methods import apply_peft
 from lmforge.peft.settings import PeftConfig
@@ -57,7 +59,6 @@ def save_adapted_model(model: nn.Module, folder: Path, cfg: PeftConfig, source: 
         base_name: The base as the user named it (e.g. a builtin name), tried on load when
             ``source`` has moved.
     """
-    from dataclasses import asdict
 
     if cfg.method == "none":
         model.save_pretrained(folder)
@@ -89,7 +90,6 @@ def _base_source(meta: dict[str, Any]) -> str:
         return base
     name = meta.get("base_model_name")
     if name:
-        from lmforge.models.build import resolve_checkpoint
 
         resolved = resolve_checkpoint(name)
         if Path(resolved).exists():

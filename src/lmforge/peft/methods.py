@@ -29,7 +29,9 @@ from typing import Any
 
 from torch import nn
 
+from lmforge.engine.loop import _LAYER_INDEX, layer_depth
 from lmforge.errors import ConfigError
+from lmforge.models.build import count_parameters
 from lmforge.peft.adapters import add_adapters
 from lmforge.peft.settings import PeftConfig
 
@@ -102,26 +104,17 @@ def checkpoint_keys(source: str) -> set[str] | None:
         return set(fh.keys())
 
 
-def _task(task: Any) -> Any:
-    """A task object from a task object or a registered task name."""
-    if isinstance(task, str):
-        from lmforge.finetuning.task import get_task
-
-        return get_task(task)
-    return task
-
-
 def head_modules(model: nn.Module, task: Any, source: str | None) -> list[str]:
     """The task head (children beside the base model) and modules missing from ``source``.
 
-    ``task`` is a task object or a registered task name.
+    ``task`` is the task object (:class:`~lmforge.finetuning.task.Task`).
 
     A module the checkpoint lacks (e.g. a pooler) is randomly initialised on every load, so it
     must be trained and saved with the method, or a reloaded model would differ.
     """
     prefix = getattr(model, "base_model_prefix", "")
     names: list[str] = []
-    if _task(task).has_head:
+    if task.has_head:
         names = [name for name, child in model.named_children()
                  if name != prefix and any(True for _ in child.parameters())]
     keys = checkpoint_keys(source) if source else None
@@ -294,7 +287,6 @@ METHODS: dict[str, Builder] = {
 
 def freeze_first_layers(model: nn.Module, count: int) -> None:
     """Freeze the embeddings and layers 0..count-1 (the engine's layer-depth naming)."""
-    from lmforge.engine.loop import _LAYER_INDEX, layer_depth
 
     depths = [int(m.group(1)) + 1 for n, _ in model.named_parameters()
               if (m := _LAYER_INDEX.search(f".{n}"))]
@@ -322,7 +314,6 @@ def apply_peft(model: nn.Module, cfg: PeftConfig, task: Any, source: str | None 
         A ``peft.PeftModel`` (lora, ia3, prefix, prompt, ptuning) or ``model`` itself, with
         adapters inserted and frozen parameters marked ``requires_grad=False``.
     """
-    task = _task(task)
     if not task.peft_task_type:
         raise ConfigError(f"task {task.name!r} declares no peft task type; PEFT methods do "
                           "not apply to it")
@@ -332,8 +323,6 @@ def apply_peft(model: nn.Module, cfg: PeftConfig, task: Any, source: str | None 
         if cfg.freeze_layers:
             freeze_first_layers(model, cfg.freeze_layers)
     if verbose:
-        from lmforge.models.build import count_parameters
-
         trainable, total = count_parameters(model)
         if trainable == 0:
             raise ConfigError(f"peft.method={cfg.method} left no trainable parameter; lower "

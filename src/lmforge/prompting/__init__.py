@@ -17,7 +17,7 @@ _WHERE = {
     "continuation_logprobs": "scoring", "label_probs": "scoring", "load_lm": "scoring",
     "naive_continuation_logprobs": "scoring", "PromptJob": "settings",
     "PromptSet": "templates", "Template": "templates", "load_prompts": "templates",
-    "parse_prompts": "templates", "run_prompt": "command",
+    "parse_prompts": "templates",
 }
 
 
@@ -45,6 +45,5 @@ __all__ = [
     "naive_continuation_logprobs",
     "nearest_per_class",
     "parse_prompts",
-    "run_prompt",
     "sample_per_class",
 ]

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmforge.errors import DataError
+from lmforge.errors import ConfigError, DataError
+from lmforge.models.build import resolve_checkpoint
+from lmforge.prompting.scoring import split_gguf
 from lmforge.prompting.templates import Template
 
 
@@ -122,8 +124,6 @@ def load_embedder(name: str) -> tuple[Any, Any]:
     """Load a sentence encoder (a builtin name such as ``all-minilm-l6-v2`` or a folder)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from lmforge.models.build import resolve_checkpoint
-    from lmforge.prompting.scoring import split_gguf
 
     folder, extra = split_gguf(resolve_checkpoint(name))
     try:
@@ -131,7 +131,6 @@ def load_embedder(name: str) -> tuple[Any, Any]:
                 AutoTokenizer.from_pretrained(folder, **extra))
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        from lmforge.errors import ConfigError
 
         raise ConfigError(f"cannot load embedder {name!r} ({first}); use a builtin such as "
                           "all-minilm-l6-v2, a model folder, or embedder=model") from None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from torch import nn
 from lmforge.data.collators import pad_batch
 from lmforge.engine.hooks import StepHook
 from lmforge.engine.loop import Engine
+from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
 from lmforge.finetuning.classification.data import (
     ClassificationCollator,
@@ -42,10 +44,12 @@ from lmforge.finetuning.classification.objective import (
     ClassificationObjective,
     classification_reducer,
 )
+from lmforge.models.build import resolve_checkpoint
 from lmforge.prompting.demos import sample_per_class
-from lmforge.prompting.report import label_metrics
-from lmforge.prompting.scoring import Encoder, label_token_ids, template_parts
+from lmforge.prompting.report import label_metrics, markdown_table
+from lmforge.prompting.scoring import Encoder, label_token_ids, split_gguf, template_parts
 from lmforge.prompting.templates import Template
+from lmforge.runs import write_json
 from lmforge.tracking import build_loggers
 
 log = logging.getLogger(__name__)
@@ -285,15 +289,9 @@ def run_fewshot_mode(job: Any, prompts: Any, train: dict[str, list], test: dict[
                      labels: list[str], majority: dict[str, Any], run_dir: Path,
                      t0: float) -> dict[str, Any]:
     """``mode=fewshot``: every seed with the first selected template; mean/std over seeds."""
-    import time
 
     from transformers import AutoTokenizer
 
-    from lmforge.engine.precision import make_accelerator
-    from lmforge.models.build import resolve_checkpoint
-    from lmforge.prompting.report import markdown_table
-    from lmforge.prompting.scoring import split_gguf
-    from lmforge.runs import write_json
 
     if not job.model.pretrained:
         raise ConfigError("mode=fewshot needs a masked LM: set model.pretrained=FOLDER")

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import ConfigError
+from lmforge.models.build import resolve_checkpoint
 from lmforge.prompting.templates import Template
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,6 @@ def lm_kind(model_cfg: Any, lm: str = "auto") -> str:
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    from lmforge.models.build import resolve_checkpoint
 
     if lm != "auto":
         return lm
@@ -93,7 +93,6 @@ def load_lm(model_cfg: Any, lm: str = "auto") -> tuple[Any, Any, str]:
     """
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-    from lmforge.models.build import resolve_checkpoint
 
     if not model_cfg.pretrained:
         raise ConfigError("prompt needs a pretrained model: set model.pretrained=FOLDER or a "

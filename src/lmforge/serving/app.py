@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,17 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 
-from lmforge import __version__
-from lmforge.finetuning.task import Route
 from lmforge.predictor import Predictor
 from lmforge.serving.admission import ClientGone, Gate, ServeState, until_disconnect
 from lmforge.serving.batcher import MicroBatcher
-from lmforge.serving.errors import Unavailable, error_body, install_error_handlers, responses
+from lmforge.serving.errors import (
+    Unavailable,
+    error_body,
+    install_error_handlers,
+    post_route,
+    responses,
+)
+from lmforge.serving.explain_route import mount_explain_route
 from lmforge.serving.generation import GenerateParams, finish_reply, generate_text, stream_text
 from lmforge.serving.limits import check_limits, document_limits, strings_in
 from lmforge.serving.metrics import MetricsMiddleware, ServerMetrics
@@ -54,11 +58,12 @@ from lmforge.serving.security import (
     presented_key,
 )
 from lmforge.serving.settings import ServeJob
+from lmforge.version import __version__
+from lmforge.wire import Route
 
 log = logging.getLogger(__name__)
 
 _END = object()
-PREDICTION_ERRORS = (408, 413, 422, 500, 503, 504)
 
 
 def create_app(predictor: Predictor, settings: ServeJob | None = None,
@@ -137,7 +142,6 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
     elif predictor.generative:
         _generate_route(app, predictor, cfg, auth, gate)
     if predictor.task.serves_explanations:
-        from lmforge.serving.explain_route import mount_explain_route  # POST /explain
 
         mount_explain_route(app, predictor, cfg, auth, gate)
 
@@ -185,21 +189,6 @@ def _document_limits(app: FastAPI, cfg: ServeJob, paths: set[str]) -> None:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-
-def _post(app: FastAPI, path: str, body: type, handler: Callable[..., Any], doc: str,
-          auth: list[Any], **options: Any) -> None:
-    """Mount ``POST path`` whose body model is only known at run time (the served task's).
-
-    FastAPI reads the body model from the handler's signature: ``(request, req: body)``.
-    """
-    handler.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
-        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                          annotation=Request),
-        inspect.Parameter("req", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=body)])
-    handler.__doc__ = doc
-    errors = responses(*PREDICTION_ERRORS, *((401,) if auth else ()))
-    app.post(path, tags=["predict"], dependencies=auth, name=path.strip("/"),
-             responses={**errors, **options.pop("responses", {})}, **options)(handler)
 
 
 def _ops_routes(app: FastAPI, predictor: Predictor, cfg: ServeJob, state: ServeState,
@@ -266,7 +255,7 @@ def _predict_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: list
         gate.check_tokens(strings_in(records))
         return {"results": await gate.run(request.receive, records, body["top_k"])}
 
-    _post(app, "/predict", request_model, predict,
+    post_route(app, "/predict", request_model, predict,
           "The rows ``lmforge predict`` writes for these records (bare strings are texts).",
           auth, response_model=PredictResponse)
 
@@ -288,7 +277,7 @@ def _task_route(app: FastAPI, route: Route, settings: Any, cfg: ServeJob, auth: 
             aligned[i] = row
         return route.respond(req, aligned)
 
-    _post(app, route.path, route.request, handler, route.description, auth,
+    post_route(app, route.path, route.request, handler, route.description, auth,
           response_model=route.response, response_model_exclude_none=route.exclude_none)
 
 
@@ -335,7 +324,7 @@ def _generate_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: lis
                 generating[0] -= 1
         return {"text": text}
 
-    _post(app, "/generate", generate_request_model(cfg.max_new_tokens), generate,
+    post_route(app, "/generate", generate_request_model(cfg.max_new_tokens), generate,
           "Generate a reply to a prompt or conversation (not micro-batched).", auth,
           response_model=GenerateResponse, responses={200: {"content": {
               "text/event-stream": {}}, "description": "The reply (JSON), or with "

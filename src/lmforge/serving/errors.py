@@ -18,7 +18,9 @@ validation, ``errors`` listing each problem with its location. The codes:
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -165,3 +167,22 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body(f"internal error ({type(err).__name__}); see the "
                                        "server log"), status_code=500)
+
+
+PREDICTION_ERRORS = (408, 413, 422, 500, 503, 504)
+"""Status codes every prediction route can answer (its OpenAPI ``responses``)."""
+
+def post_route(app: FastAPI, path: str, body: type, handler: Callable[..., Any], doc: str,
+          auth: list[Any], **options: Any) -> None:
+    """Mount ``POST path`` whose body model is only known at run time (the served task's).
+
+    FastAPI reads the body model from the handler's signature: ``(request, req: body)``.
+    """
+    handler.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          annotation=Request),
+        inspect.Parameter("req", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=body)])
+    handler.__doc__ = doc
+    errors = responses(*PREDICTION_ERRORS, *((401,) if auth else ()))
+    app.post(path, tags=["predict"], dependencies=auth, name=path.strip("/"),
+             responses={**errors, **options.pop("responses", {})}, **options)(handler)

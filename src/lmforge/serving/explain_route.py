@@ -15,8 +15,13 @@ from typing import Any, Literal
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field, create_model
 
-from lmforge.finetuning.task import JsonInt, NonBlank, OneOrManyTextPairs, OneOrManyTexts
+from lmforge.explaining.explainer import Explainer
+from lmforge.explaining.methods import Options
+from lmforge.serving.admission import until_disconnect
+from lmforge.serving.errors import post_route
+from lmforge.serving.limits import check_limits
 from lmforge.serving.settings import ServeJob
+from lmforge.wire import JsonInt, NonBlank, OneOrManyTextPairs, OneOrManyTexts
 
 # The option that a request's budget sets, and its default, per method.
 BUDGETS: dict[str, tuple[str, int]] = {"ig": ("n_steps", 32), "lime": ("lime_samples", 500),
@@ -110,11 +115,6 @@ def mount_explain_route(app: FastAPI, predictor: Any, cfg: ServeJob, auth: list[
     """Add ``POST /explain`` to a server built by ``create_app`` (its task serves
     explanations): admitted through the server's gate (503 when not ready or draining),
     bounded by ``explain_methods`` / ``explain_max_budget`` and the input limits (422)."""
-    from lmforge.explaining.explainer import Explainer
-    from lmforge.explaining.methods import Options
-    from lmforge.serving.admission import until_disconnect
-    from lmforge.serving.app import _post
-    from lmforge.serving.limits import check_limits
 
     settings = predictor.settings
     text_column = settings.text_column
@@ -173,6 +173,6 @@ def mount_explain_route(app: FastAPI, predictor: Any, cfg: ServeJob, auth: list[
                                          f"{cfg.request_timeout_s}") from None
         return {"method": req.method, "budget": budget, **body}
 
-    _post(app, "/explain", request_model, explain,
+    post_route(app, "/explain", request_model, explain,
           "Word attributions of one method for each text (see docs/explain.md).", auth,
           response_model=ExplainResponse, response_model_exclude_none=True)

@@ -16,8 +16,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, create_model
 
-from lmforge.finetuning.task import InputRecord, JsonInt, OneOrManyTexts, Strict
 from lmforge.serving.errors import ErrorResponse
+from lmforge.wire import InputRecord, JsonInt, OneOrManyTexts, Strict
 
 __all__ = ["ErrorResponse", "GenerateRequest", "GenerateResponse", "Health", "Message",
            "OneOrManyTexts", "PredictResponse", "Readiness", "Strict", "generate_request_model",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import ipaddress
 import json
 import logging
@@ -27,7 +26,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from lmforge.config import build_config
-from lmforge.errors import ConfigError
+from lmforge.predictor import load_predictor
+from lmforge.serving.app import create_app
+from lmforge.serving.protocol import IdleTimeoutProtocol
+from lmforge.serving.security import load_api_keys
 from lmforge.serving.settings import ServeJob
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ def draining_handler(app: Any, timeout_s: float,
     return handler
 
 
-class _Server:
+class Server:
     """Builds a ``uvicorn.Server`` that drains on a signal and then returns normally.
 
     uvicorn re-raises SIGTERM / SIGINT after its graceful shutdown, so the process would die
@@ -106,7 +108,7 @@ class _Server:
         return Server(config)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -117,9 +119,6 @@ def _is_loopback(host: str) -> bool:
 
 def build_app(job: ServeJob) -> Any:
     """Load the model of ``job`` and return the FastAPI app (keys read from config/file/env)."""
-    from lmforge.predictor import load_predictor
-    from lmforge.serving.app import create_app
-    from lmforge.serving.security import load_api_keys
 
     keys = load_api_keys(job.api_keys, job.api_key_file, job.api_key_env)
     predictor = load_predictor(job.run, job.backend, job.precision, job.threads)
@@ -144,7 +143,6 @@ def app_from_env() -> Any:
 
 def uvicorn_options(job: ServeJob) -> dict[str, Any]:
     """The uvicorn settings of a job (shared by one and many workers)."""
-    from lmforge.serving.protocol import IdleTimeoutProtocol
 
     return {"host": job.host, "port": job.port, "log_level": job.log_level,
             "http": IdleTimeoutProtocol,  # keep_alive_s also for connections never used
@@ -155,45 +153,3 @@ def uvicorn_options(job: ServeJob) -> dict[str, Any]:
             # worker is restarted only when it stays silent this long.
             "timeout_worker_healthcheck": 60,
             "access_log": job.log_level == "debug"}
-
-
-def run_serve(job: ServeJob, resume: bool = False) -> dict[str, Any]:
-    """Serve ``job.run`` over HTTP until interrupted (SIGINT / SIGTERM).
-
-    Args:
-        job: The serve settings.
-        resume: Unused (serving has no state to resume).
-
-    Returns:
-        A summary: address, task, backend and precision.
-    """
-    import uvicorn
-
-    from lmforge.serving.security import load_api_keys
-
-    keys = load_api_keys(job.api_keys, job.api_key_file, job.api_key_env)
-    if not _is_loopback(job.host) and not keys:
-        log.warning("listening on %s without API keys: anyone who reaches this port can use "
-                    "the model; set api_keys, api_key_file or $%s", job.host, job.api_key_env)
-    if job.workers > 1:
-        os.environ[JOB_ENV] = json.dumps(dataclasses.asdict(job))
-        uvicorn.run("lmforge.serving.server:app_from_env", factory=True, workers=job.workers,
-                    **uvicorn_options(job))
-        return {"command": "serve", "url": f"http://{job.host}:{job.port}",
-                "workers": job.workers}
-    app = build_app(job)
-    predictor = app.state.predictor
-    log.info("lmforge serve: %s task on http://%s:%d (docs at /docs)", predictor.task_name,
-             job.host, job.port)
-    server = _Server.make(uvicorn.Config(app, **uvicorn_options(job)), app,
-                          job.drain_timeout_s)
-    try:
-        server.run()
-    except SystemExit:  # uvicorn exits this way when it cannot bind the socket
-        server.started = False
-    if not server.started:
-        raise ConfigError(f"the server did not start on {job.host}:{job.port} (port in use "
-                          "or startup failed, see the log above); pick another port=")
-    return {"command": "serve", "url": f"http://{job.host}:{job.port}",
-            "task": predictor.task_name, "backend": predictor.backend,
-            "precision": predictor.precision, "stopped_by": server.stopped_by or "shutdown"}

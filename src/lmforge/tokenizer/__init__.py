@@ -1,9 +1,21 @@
-"""Tokenizer training: WordPiece (BERT), byte-level BPE (GPT-2) and Unigram (SentencePiece)."""
+"""Tokenizer training: WordPiece (BERT), byte-level BPE (GPT-2) and Unigram (SentencePiece).
+
+Names load on first use (PEP 562), so ``lmforge --help`` does not import torch.
+"""
 
 from __future__ import annotations
 
-from lmforge.tokenizer.cjk import CJK_CHAR_CLASS, is_cjk_char
-from lmforge.tokenizer.train import METADATA_FILE, VALID_KINDS, special_tokens_for, train_tokenizer
+import importlib
+from typing import Any
+
+_WHERE = {
+    "CJK_CHAR_CLASS": "lmforge.data.cjk",
+    "is_cjk_char": "lmforge.data.cjk",
+    "METADATA_FILE": "lmforge.tokenizer.train",
+    "VALID_KINDS": "lmforge.tokenizer.train",
+    "special_tokens_for": "lmforge.tokenizer.train",
+    "train_tokenizer": "lmforge.tokenizer.train",
+}
 
 __all__ = [
     "CJK_CHAR_CLASS",
@@ -13,3 +25,9 @@ __all__ = [
     "special_tokens_for",
     "train_tokenizer",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'lmforge.tokenizer' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

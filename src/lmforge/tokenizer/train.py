@@ -29,8 +29,8 @@ from tokenizers import (
     trainers,
 )
 
+from lmforge.data.cjk import CJK_CHAR_CLASS, cjk_isolating_pre_tokenizer
 from lmforge.errors import ConfigError, DataError
-from lmforge.tokenizer.cjk import CJK_CHAR_CLASS, cjk_isolating_pre_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -1,6 +1,6 @@
 """The config of ``lmforge tune``: a fine-tuning config plus a ``tune:`` section.
 
-A :class:`TuneJob` is a :class:`~lmforge.settings.FinetuneJob` with one more section, so
+A :class:`TuneJob` is a :class:`~lmforge.finetuning.settings.FinetuneJob` with one more section, so
 ``lmforge tune -c finetune.yaml -s space.yaml`` reads the same YAML file that
 ``lmforge finetune`` reads; every trial is that config with the sampled values applied.
 Kept free of optuna / torch imports so ``--help`` stays fast.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.config import check, check_choice, opt
-from lmforge.settings import FinetuneJob
+from lmforge.finetuning.settings import FinetuneJob
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median", "successive_halving", "hyperband")

@@ -23,7 +23,7 @@ from typing import Any
 
 from lmforge.config import _suggest, from_dict, iter_options, load_yaml, merge_dicts
 from lmforge.errors import ConfigError
-from lmforge.settings import FinetuneJob
+from lmforge.finetuning.settings import FinetuneJob
 
 KINDS = ("uniform", "log_uniform", "int", "log_int", "choice")
 # Keys the tuner sets itself: searching them would be meaningless or break the study.

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmforge.config import _suggest
 from lmforge.engine.hooks import StepHook
 from lmforge.errors import ConfigError
+from lmforge.finetuning.task import get_task
 from lmforge.tuning.settings import TuneConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,18 +24,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-# Metrics the engine's evaluation reports per task (the task's eval reducer): these can be
-# pruned on and pick each trial's best checkpoint. Kept in one table so it can move into the
-# task objects later.
-EVAL_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("eval_loss", "eval_accuracy", "eval_macro_f1"),
-    "classification/multi_label": ("eval_loss", "eval_accuracy", "eval_subset_accuracy",
-                                   "eval_macro_f1"),
-    "token_classification": ("eval_loss", "eval_token_accuracy"),
-    "qa": ("eval_loss", "eval_span_accuracy"),
-    "seq2seq": ("eval_loss", "eval_perplexity", "eval_token_accuracy"),
-    "sft": ("eval_loss", "eval_perplexity", "eval_token_accuracy"),
-}
 # Numbers of a trial's summary that can be objectives besides the metrics.
 SUMMARY_OBJECTIVES = ("trainable_parameters", "parameters", "train_seconds", "steps")
 _MINIMIZE_WORDS = ("loss", "perplexity", "ece", "error", "parameters", "seconds", "latency",
@@ -86,14 +76,24 @@ def direction_of(metric: str) -> str:
 
 
 def objectives(cfg: TuneConfig, task: str, multi_label: bool) -> list[Objective]:
-    """The study's objectives, checked against what the task reports."""
+    """The study's objectives, checked against what the task reports.
+
+    Args:
+        cfg: The ``tune`` section (objective names, directions, pruner).
+        task: The registered task name of the tuned job.
+        multi_label: The job's ``task.multi_label``.
+
+    Raises:
+        ConfigError: An ``eval_*`` objective the task's evaluation does not report, or a
+            pruner with several objectives or a non-``eval_*`` one.
+    """
     directions = cfg.direction or [direction_of(name) for name in cfg.objective]
-    known = EVAL_METRICS.get(f"{task}/multi_label" if multi_label else task, ("eval_loss",))
+    # The engine's in-loop evaluation metrics (the task's reducer): the ones that can be
+    # pruned on and pick each trial's best checkpoint. The task declares them itself.
+    known = get_task(task).tuning_objectives(multi_label)
     out = []
     for name, direction in zip(cfg.objective, directions, strict=True):
         if name.startswith("eval_") and name not in known:
-            from lmforge.config import _suggest
-
             raise ConfigError(f"tune.objective={name!r} is not an evaluation metric of task "
                               f"{task!r}{_suggest(name, known)}; choose one of {list(known)} "
                               "or a validation report metric")
@@ -161,7 +161,6 @@ def make_sampler(cfg: TuneConfig, grid: dict[str, list[Any]] | None) -> Any:
                 return None
 
         return AskTellGrid(grid, seed=cfg.seed)
-    import warnings
 
     with warnings.catch_warnings():  # multivariate / group are "experimental" in Optuna
         warnings.simplefilter("ignore")

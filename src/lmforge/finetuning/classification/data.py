@@ -6,6 +6,7 @@ targets) and sentence pairs. The loss is in :mod:`.objective`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -146,7 +147,6 @@ def predict_probabilities(model: nn.Module, dataset: datasets.Dataset, collator:
 
     Streaming: only one batch of logits exists at a time.
     """
-    import contextlib
 
     model.eval()
     for start in range(0, len(dataset), batch_size):

@@ -10,6 +10,7 @@ import datasets
 import numpy as np
 
 from lmforge.evaluation.classification import ClassificationAccumulator
+from lmforge.evaluation.plots import write_classification_plots
 from lmforge.finetuning.classification.data import predict_probabilities
 from lmforge.runs import write_json
 
@@ -71,7 +72,6 @@ def evaluate_classifier(model: Any, dataset: datasets.Dataset, raw: datasets.Dat
     metrics = accumulator.result(label_names, thresholds=thresholds)
     plots: dict[str, str] = {}
     if not multi:
-        from lmforge.evaluation.plots import write_classification_plots
 
         y, probs = accumulator.arrays()
         plots = write_classification_plots(y, probs, label_names, metrics, out_dir)

@@ -18,28 +18,30 @@ from transformers import AutoModelForSequenceClassification
 
 from lmforge.config import opt
 from lmforge.errors import DataError
+from lmforge.evaluation.classification import tune_thresholds
+from lmforge.finetuning.classification.attack import ClassificationTarget
 from lmforge.finetuning.classification.data import (
     ClassificationCollator,
     collect_label_names,
     predict_probabilities,
     prepare_classification,
 )
+from lmforge.finetuning.classification.explain import ClassificationAdapter
 from lmforge.finetuning.classification.objective import (
     ClassificationObjective,
     class_weights,
     classification_reducer,
 )
+from lmforge.finetuning.classification.report import evaluate_classifier
 from lmforge.finetuning.models import load_pretrained, model_kwargs
-from lmforge.finetuning.task import (
-    SAMPLE_TEXTS,
+from lmforge.finetuning.task import SAMPLE_TEXTS, Task, TaskSettings
+from lmforge.wire import (
     InputRecord,
     JsonInt,
     OneOrManyTextPairs,
     OneOrManyTexts,
     Route,
     RouteCall,
-    Task,
-    TaskSettings,
     record_model,
 )
 
@@ -124,6 +126,25 @@ class ClassificationTask(Task):
         loss keeps an early checkpoint (SST-2, BENCHMARKS.md: the defaults study)."""
         return ("eval_subset_accuracy" if job.task.multi_label else "eval_accuracy"), True
 
+    def tuning_objectives(self, multi_label: bool) -> tuple[str, ...]:
+        """What :func:`~lmforge.finetuning.classification.objective.classification_reducer`
+        reports (subset accuracy only for multi-label runs)."""
+        if multi_label:
+            return ("eval_loss", "eval_accuracy", "eval_subset_accuracy", "eval_macro_f1")
+        return ("eval_loss", "eval_accuracy", "eval_macro_f1")
+
+    def explain_adapter(self) -> type:
+        """:class:`~lmforge.finetuning.classification.explain.ClassificationAdapter`."""
+        # Imported here: the explaining machinery is only needed when a model is explained.
+
+        return ClassificationAdapter
+
+    def attack_target(self) -> type:
+        """:class:`~lmforge.finetuning.classification.attack.ClassificationTarget` (single-label
+        models; ``lmforge attack`` refuses multi-label ones)."""
+
+        return ClassificationTarget
+
     def setup(self, job: Any, train: datasets.Dataset) -> ClassificationSettings:
         """Label names from the training split plus the column settings."""
         task = job.task
@@ -184,7 +205,6 @@ class ClassificationTask(Task):
         """Multi-label: tune one decision threshold per label on the validation set."""
         if not settings.multi_label or validation is None:
             return
-        from lmforge.evaluation.classification import tune_thresholds
 
         ys, ps = [], []
         for probs, labels in predict_probabilities(model, validation,
@@ -200,7 +220,6 @@ class ClassificationTask(Task):
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
                accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
         """Metrics, ROC / PR / calibration plots and predictions.jsonl."""
-        from lmforge.finetuning.classification.report import evaluate_classifier
 
         return evaluate_classifier(model, encoded, raw, ClassificationCollator(tokenizer),
                                    settings, out_dir, accelerator, batch_size)

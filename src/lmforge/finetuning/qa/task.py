@@ -23,6 +23,7 @@ from transformers import AutoModelForQuestionAnswering
 
 from lmforge.config import opt
 from lmforge.errors import DataError
+from lmforge.evaluation.qa import qa_metrics
 from lmforge.finetuning.models import load_pretrained, model_kwargs
 from lmforge.finetuning.qa.data import (
     QACollator,
@@ -32,19 +33,11 @@ from lmforge.finetuning.qa.data import (
     prepare_qa_eval,
     prepare_qa_train,
 )
+from lmforge.finetuning.qa.explain import QuestionAnsweringAdapter
 from lmforge.finetuning.qa.objective import QAObjective, qa_reducer
-from lmforge.finetuning.task import (
-    SAMPLE_TEXTS,
-    InputRecord,
-    NonBlank,
-    Route,
-    RouteCall,
-    Strict,
-    Task,
-    TaskSettings,
-    record_model,
-)
+from lmforge.finetuning.task import SAMPLE_TEXTS, Task, TaskSettings
 from lmforge.runs import write_json
+from lmforge.wire import InputRecord, NonBlank, Route, RouteCall, Strict, record_model
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +97,18 @@ class QuestionAnsweringTask(Task):
     per_token_outputs = True
     onnx_outputs = ("start_logits", "end_logits")
     metric_scale = 1.0  # exact match and F1 are percentages already (SQuAD convention)
+
+    def tuning_objectives(self, multi_label: bool) -> tuple[str, ...]:
+        """What :func:`~lmforge.finetuning.qa.objective.qa_reducer` reports (span accuracy;
+        exact match and F1 need the decoded answers and are only in the full report)."""
+        return ("eval_loss", "eval_span_accuracy")
+
+    def explain_adapter(self) -> type:
+        """:class:`~lmforge.finetuning.qa.explain.QuestionAnsweringAdapter` (explains the
+        predicted answer span)."""
+        # Imported here: the explaining machinery is only needed when a model is explained.
+
+        return QuestionAnsweringAdapter
 
     def setup(self, job: Any, train: datasets.Dataset) -> QaSettings:
         """Column names and windowing / decoding settings (no labels to collect)."""
@@ -197,7 +202,6 @@ class QuestionAnsweringTask(Task):
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
                accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
         """Exact match / F1 (SQuAD rules), summary.json and predictions.jsonl."""
-        from lmforge.evaluation.qa import qa_metrics
 
         cleaned, check = self._check(raw, settings, "evaluation")
         preds = self._spans(model, tokenizer, settings, cleaned, accelerator.device,

@@ -32,8 +32,9 @@ from lmforge.finetuning.seq2seq.data import (
     generate_texts,
     prepare_seq2seq,
 )
-from lmforge.finetuning.task import InputRecord, TaskSettings, record_model
+from lmforge.finetuning.task import TaskSettings
 from lmforge.runs import write_json
+from lmforge.wire import InputRecord, record_model
 
 
 @dataclass
@@ -76,6 +77,10 @@ class Seq2SeqTask(GenerativeTaskBase):
     settings_class = Seq2SeqSettings
     peft_task_type = "SEQ_2_SEQ_LM"
     takes_past_key_values = True
+
+    def tuning_objectives(self, multi_label: bool) -> tuple[str, ...]:
+        """The keys of the shared generative reducer (:mod:`lmforge.finetuning.generative`)."""
+        return ("eval_loss", "eval_perplexity", "eval_token_accuracy")
 
     def setup(self, job: Any, train: datasets.Dataset) -> Seq2SeqSettings:
         """Column names, lengths and decoding options (saved with the model)."""

@@ -38,8 +38,9 @@ from lmforge.finetuning.sft.data import (
     ensure_chat_template,
 )
 from lmforge.finetuning.sft.data import prepare_sft as _prepare_sft
-from lmforge.finetuning.task import InputRecord, TaskSettings, record_model
+from lmforge.finetuning.task import TaskSettings
 from lmforge.runs import write_json
+from lmforge.wire import InputRecord, record_model
 
 NUM_SAMPLES = 8  # prompts answered in the report (generation is slow; loss covers the split)
 
@@ -152,6 +153,10 @@ class ChatSftTask(GenerativeTaskBase):
     takes_past_key_values = True
     accepts_messages = True
     stop_string = END_OF_TURN
+
+    def tuning_objectives(self, multi_label: bool) -> tuple[str, ...]:
+        """The keys of the shared generative reducer (:mod:`lmforge.finetuning.generative`)."""
+        return ("eval_loss", "eval_perplexity", "eval_token_accuracy")
 
     def setup(self, job: Any, train: datasets.Dataset) -> SftSettings:
         """Column names, lengths and decoding options (saved with the model)."""

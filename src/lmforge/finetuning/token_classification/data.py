@@ -23,6 +23,7 @@ import datasets
 
 from lmforge.data.collators import ColumnCollator
 from lmforge.errors import ConfigError, DataError
+from lmforge.evaluation.ner import convert_scheme
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,6 @@ def convert_tags(tags: Sequence[str], to_scheme: str) -> list[str]:
     Returns:
         The same chunks written in ``to_scheme``.
     """
-    from lmforge.evaluation.ner import convert_scheme
 
     _check_scheme(to_scheme)
     # Through BIOES, so IOB1 input (I-X opening a chunk) also comes out as proper IOB2.

@@ -22,17 +22,9 @@ from transformers import AutoModelForTokenClassification
 
 from lmforge.config import opt
 from lmforge.errors import DataError
+from lmforge.evaluation.ner import ner_metrics
 from lmforge.finetuning.models import load_pretrained, model_kwargs
-from lmforge.finetuning.task import (
-    InputRecord,
-    NonBlank,
-    OneOrManyTexts,
-    Route,
-    RouteCall,
-    Task,
-    TaskSettings,
-    record_model,
-)
+from lmforge.finetuning.task import Task, TaskSettings
 from lmforge.finetuning.token_classification.data import (
     NO_WORD,
     TokenClassificationCollator,
@@ -41,11 +33,13 @@ from lmforge.finetuning.token_classification.data import (
     entities_from_tags,
     prepare_token_classification,
 )
+from lmforge.finetuning.token_classification.explain import TokenClassificationAdapter
 from lmforge.finetuning.token_classification.objective import (
     TokenClassificationObjective,
     token_classification_reducer,
 )
 from lmforge.runs import write_json
+from lmforge.wire import InputRecord, NonBlank, OneOrManyTexts, Route, RouteCall, record_model
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +173,18 @@ class TokenClassificationTask(Task):
     per_token_outputs = True
     onnx_outputs = ("logits",)
 
+    def tuning_objectives(self, multi_label: bool) -> tuple[str, ...]:
+        """The keys of the tag objective's reducer (token accuracy, not entity F1, which
+        needs decoded spans and is only in the full report)."""
+        return ("eval_loss", "eval_token_accuracy")
+
+    def explain_adapter(self) -> type:
+        """:class:`~lmforge.finetuning.token_classification.explain.TokenClassificationAdapter`
+        (explains one predicted entity)."""
+        # Imported here: the explaining machinery is only needed when a model is explained.
+
+        return TokenClassificationAdapter
+
     def setup(self, job: Any, train: datasets.Dataset) -> TokenClassificationSettings:
         """Labels from the training split (every prefix of each type) and column settings."""
         task = job.task
@@ -256,7 +262,6 @@ class TokenClassificationTask(Task):
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
                accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
         """Entity-level metrics (overall and per type), summary.json and predictions.jsonl."""
-        from lmforge.evaluation.ner import ner_metrics
 
         gold = _gold_tags(raw, settings.tags_column)
         if gold is None:

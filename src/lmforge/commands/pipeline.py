@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmforge.commands.registry import get_command, pipeline_commands
+from lmforge.commands.runner import headline_metrics, resolve_job, run_command
 from lmforge.config import _suggest, load_yaml, merge_dicts, parse_overrides, to_dict
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.lineage import canonical_hash, code_version, data_fingerprints, read_lineage
@@ -31,8 +33,6 @@ FIELDS = ("run_dir", "model", "tokenizer")
 STAGE_KEYS = ("command", "config", "overrides", "needs")
 # Stage names that are also shorthand for a command.
 ALIASES = {"tokenizer": "tokenizer train"}
-# Commands that can continue a killed run from its checkpoints.
-RESUMABLE = ("finetune", "pretrain")
 
 
 @dataclass
@@ -46,15 +46,9 @@ class Stage:
     job: Any = None
 
 
-def _commands() -> dict[str, Any]:
-    from lmforge.cli import COMMANDS
-
-    return {k: v for k, v in COMMANDS.items() if k not in ("pipeline", "runs", "serve")}
-
-
 def parse_stage(name: str, spec: Any) -> Stage:
     """A stage from its YAML mapping (see :class:`~lmforge.pipelines.settings.PipelineJob`)."""
-    commands = _commands()
+    commands = pipeline_commands()
     if not isinstance(spec, Mapping):
         raise ConfigError(f"stage {name!r} must be a mapping with a command and its config")
     spec = dict(spec)
@@ -148,7 +142,6 @@ def _substitute(value: Any, outputs: dict[str, dict[str, str]]) -> Any:
 
 def plan(job: PipelineJob) -> tuple[Path, dict[str, Stage], list[str]]:
     """Parse, order and fully resolve every stage's config before anything runs."""
-    from lmforge.api import resolve_job
 
     folder = Path(job.output_dir or Path("runs") / job.name)
     stages = {str(name): parse_stage(str(name), spec) for name, spec in job.stages.items()}
@@ -189,7 +182,6 @@ def run_pipeline(job: PipelineJob, resume: bool = False) -> dict[str, Any]:
     Returns:
         The summary: each stage's status (ran / cached), run directory, seconds and metrics.
     """
-    from lmforge.api import headline_metrics, run_command
 
     folder, stages, order = plan(job)
     folder.mkdir(parents=True, exist_ok=True)
@@ -224,7 +216,8 @@ def run_pipeline(job: PipelineJob, resume: bool = False) -> dict[str, Any]:
             continue
         # A stage killed mid-run with the same key continues from its checkpoints.
         resume_stage = (record.get("key") == key and record.get("status") == "running"
-                        and stage.command in RESUMABLE and (stage_dir / "checkpoints").is_dir()
+                        and get_command(stage.command).resumes
+                        and (stage_dir / "checkpoints").is_dir()
                         and name not in forced)
         if not resume_stage and stage_dir.exists():
             shutil.rmtree(stage_dir)

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_model
 
+from lmforge.adversarial.augment import with_augmentation
 from lmforge.adversarial.training import adversarial_hook
 from lmforge.config import to_dict
-from lmforge.data.augment import with_augmentation
 from lmforge.data.corpus import load_corpus
 from lmforge.engine.checkpoint import PREFIX
 from lmforge.engine.hooks import EarlyStopping, StepHook
@@ -21,7 +21,8 @@ from lmforge.engine.loop import Engine
 from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
 from lmforge.finetuning.saved import save_finetuned
-from lmforge.finetuning.task import get_task
+from lmforge.finetuning.settings import FinetuneJob
+from lmforge.finetuning.task import all_tasks, get_task
 from lmforge.models.build import count_parameters, load_tokenizer, resolve_checkpoint
 from lmforge.peft.methods import apply_peft
 from lmforge.runs import (
@@ -31,7 +32,6 @@ from lmforge.runs import (
     save_run_config,
     write_json,
 )
-from lmforge.settings import FinetuneJob
 from lmforge.tracking import build_loggers
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
     model = apply_peft(model, job.peft, task, source)
     objective = task.objective(model, settings, job.train, encoded["train"])
     hooks = list(hooks)
-    adversarial = adversarial_hook(job)  # robustness seam: train.adversarial (issue 11)
+    adversarial = adversarial_hook(job, all_tasks())  # robustness seam: train.adversarial
     hooks += [adversarial] if adversarial else []
     if job.train.early_stopping_patience > 0:
         hooks.append(EarlyStopping(job.train.metric_for_best, job.train.early_stopping_patience,
@@ -96,7 +96,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
     # robustness seam (issue 11): data.augment adds augmented copies to training batches only
     encoded["train"], collator = with_augmentation(job, raw["train"], encoded["train"],
                                                    task.collator(tokenizer, model), tokenizer,
-                                                   task, settings)
+                                                   task, settings, all_tasks())
     engine = Engine(objective, job.train, encoded["train"], collator,
                     run_dir, eval_dataset=encoded.get("validation"), eval_reducer=task.reducer,
                     hooks=hooks, loggers=loggers, lengths=lengths, accelerator=accelerator,

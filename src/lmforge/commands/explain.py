@@ -14,6 +14,7 @@ from lmforge.explaining.explainer import Explainer, Explanations, check_budgets,
 from lmforge.explaining.faithfulness import agreement_table, faithfulness_table
 from lmforge.explaining.render import describe, write_html, write_png
 from lmforge.explaining.settings import ExplainJob
+from lmforge.predictor import load_predictor, read_inputs
 from lmforge.runs import make_run_dir, save_run_config, write_json
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,6 @@ def cost_table(cost: dict[str, dict[str, float]]) -> str:
 
 
 def _records(job: ExplainJob, predictor: Any) -> list[dict[str, Any]]:
-    from lmforge.predictor import read_inputs
 
     column = job.text_column or setting(settings_of(predictor), "text_column", "text")
     records = list(itertools.islice(read_inputs(job.input, column), job.limit))
@@ -70,7 +70,6 @@ def run_explain(job: ExplainJob, resume: bool = False) -> dict[str, Any]:
         The summary (``run_dir``, cost per method, and with ``evaluate`` the faithfulness
         AOPCs); ``table`` holds the markdown table the CLI prints.
     """
-    from lmforge.predictor import load_predictor
 
     options = options_from(job)
     check_budgets(options)

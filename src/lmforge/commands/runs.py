@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from lmforge.commands.runner import headline_metrics
 from lmforge.config import load_yaml
 from lmforge.errors import ConfigError
 from lmforge.lineage import read_lineage
@@ -52,7 +53,6 @@ def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def run_metrics(run: Path) -> dict[str, float]:
     """A run's headline metrics (validation, then test with a ``test_`` prefix)."""
-    from lmforge.api import headline_metrics
 
     summary = _summary(run)
     metrics = headline_metrics(summary) if summary else {}

@@ -16,11 +16,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lmforge.commands.runner import run_command
 from lmforge.config import from_dict, merge_dicts, to_dict
 from lmforge.errors import ConfigError, DataError, NonFiniteLossError
+from lmforge.evaluation.settings import EvaluateJob
+from lmforge.finetuning.settings import FinetuneJob
 from lmforge.lineage import canonical_hash, read_lineage
 from lmforge.runs import make_run_dir, save_run_config, write_json
-from lmforge.settings import EvaluateJob, FinetuneJob
 from lmforge.tuning import report
 from lmforge.tuning.settings import TuneJob
 from lmforge.tuning.space import Param, check_against, grid_space, load_space, nested, sample
@@ -115,7 +117,6 @@ def _should_stop(job: TuneJob, study: Any, started: float) -> str | None:
 
 def _run_trial(job: TuneJob, study: Any, trial: Any, params: list[Param],
                objs: list[Objective], run_dir: Path) -> None:
-    from lmforge.api import run_command
 
     optuna = optuna_module()
     values = sample(params, trial)
@@ -171,7 +172,6 @@ def _run_trial(job: TuneJob, study: Any, trial: Any, params: list[Param],
 
 def _final(job: TuneJob, study: Any, best: Any, run_dir: Path) -> dict[str, Any]:
     """Keep or retrain the best trial's model in ``final/`` and evaluate it on test once."""
-    from lmforge.api import run_command
 
     if job.tune.final == "none" or best is None:
         return {"mode": "none"}

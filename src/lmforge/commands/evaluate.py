@@ -13,17 +13,21 @@ from typing import Any
 
 import datasets
 
+from lmforge.commands.pretrain import data_objective, lm_collator, prepare_splits
 from lmforge.config import build_config, load_yaml
 from lmforge.data.corpus import load_corpus
+from lmforge.deploy.onnx_model import find_onnx_folder
 from lmforge.engine.loop import evaluate_model
 from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError, DataError
+from lmforge.evaluation.settings import EvaluateJob
 from lmforge.finetuning.saved import read_settings
+from lmforge.finetuning.settings import FinetuneJob
 from lmforge.models.build import build_model, load_tokenizer, resolve_checkpoint
+from lmforge.predictor import load_predictor
 from lmforge.pretraining.objectives import lm_eval_reducer, wrap_for_objective
-from lmforge.pretraining.run import data_objective, lm_collator, prepare_splits
+from lmforge.pretraining.settings import PretrainJob
 from lmforge.runs import write_json
-from lmforge.settings import EvaluateJob, FinetuneJob, PretrainJob
 
 
 def run_evaluate(job: EvaluateJob, resume: bool = False) -> dict[str, Any]:
@@ -39,7 +43,6 @@ def run_evaluate(job: EvaluateJob, resume: bool = False) -> dict[str, Any]:
     if not job.run:
         raise ConfigError("set run=RUN_DIR (a pretrain or finetune run directory, or a model "
                           "folder)")
-    from lmforge.deploy.onnx_model import find_onnx_folder
 
     run = Path(job.run)
     if run.exists() and (find_onnx_folder(run) is not None
@@ -52,7 +55,6 @@ def run_evaluate(job: EvaluateJob, resume: bool = False) -> dict[str, Any]:
 
 def evaluate_finetuned(job: EvaluateJob) -> dict[str, Any]:
     """Full report of a fine-tuned run on a labeled file or on its own splits."""
-    from lmforge.predictor import load_predictor
 
     # A run directory, its model/ folder, or an ONNX export folder (torch or ONNX Runtime).
     loaded = load_predictor(job.run, precision="fp32")

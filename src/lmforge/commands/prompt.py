@@ -26,6 +26,7 @@ from lmforge.prompting.demos import (
     nearest_per_class,
     sample_per_class,
 )
+from lmforge.prompting.fewshot import run_fewshot_mode
 from lmforge.prompting.report import (
     constant_baseline,
     label_metrics,
@@ -160,7 +161,6 @@ def run_prompt(job: PromptJob, resume: bool = False) -> dict[str, Any]:
     y_true = np.array([label2id[y] for y in test["label"]])
     majority = majority_baseline(train["label"], y_true, labels)
     if job.mode == "fewshot":
-        from lmforge.prompting.fewshot import run_fewshot_mode
 
         return run_fewshot_mode(job, prompts, train, test, labels, majority, run_dir, t0)
 

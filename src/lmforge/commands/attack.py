@@ -28,8 +28,12 @@ from lmforge.adversarial.report import text_table, write_html, write_jsonl
 from lmforge.adversarial.resources import STOPWORDS, load_glove, load_wordnet
 from lmforge.adversarial.settings import AttackJob
 from lmforge.adversarial.targets import attack_target
+from lmforge.config import load_yaml
+from lmforge.data.corpus import load_corpus
 from lmforge.errors import ConfigError, DataError
+from lmforge.predictor import load_predictor
 from lmforge.runs import make_run_dir, save_run_config, write_json
+from lmforge.settings import DataConfig
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "robustness.json"
@@ -43,9 +47,6 @@ def _run_dir_of(run: str) -> Path:
 
 def _data_rows(job: AttackJob, target: Any) -> list[dict[str, Any]]:
     """The first ``num_examples`` labeled rows to attack (default: the run's own dev split)."""
-    from lmforge.config import load_yaml
-    from lmforge.data.corpus import load_corpus
-    from lmforge.settings import DataConfig
 
     seed, ratio = 42, 0.1
     path, fmt = job.data, None
@@ -96,7 +97,6 @@ def run_attack(job: AttackJob, resume: bool = False) -> dict[str, Any]:
     if "synonym" in job.attacks:  # fail fast, before the model loads
         load_wordnet(job.wordnet)
         load_glove(job.glove)
-    from lmforge.predictor import load_predictor
 
     predictor = load_predictor(job.run, precision=job.precision, threads=job.threads)
     target = attack_target(predictor, job.batch_size)

@@ -9,7 +9,7 @@ from typing import Any
 
 from lmforge.data.corpus import iter_texts, load_corpus
 from lmforge.runs import make_run_dir, save_run_config, write_json
-from lmforge.settings import TokenizerTrainJob
+from lmforge.tokenizer.settings import TokenizerTrainJob
 from lmforge.tokenizer.train import train_tokenizer
 
 log = logging.getLogger(__name__)

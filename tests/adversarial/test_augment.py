@@ -9,11 +9,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from lmforge.adversarial.augment import (
+    AUG_TEXT,
+    AugmentingCollator,
+    TextAugmenter,
+    with_augmentation,
+)
 from lmforge.adversarial.resources import WordNet
-from lmforge.data.augment import AUG_TEXT, AugmentingCollator, TextAugmenter, with_augmentation
 from lmforge.errors import ConfigError
 from lmforge.finetuning.classification.data import ClassificationCollator
-from lmforge.finetuning.task import get_task
+from lmforge.finetuning.task import all_tasks, get_task
 from tests.adversarial.conftest import write_wordnet
 from tests.finetuning.conftest import word_tokenizer
 
@@ -88,7 +93,7 @@ def test_augmentation_is_for_text_classification_and_needs_wordnet_for_eda(
     with pytest.raises(ConfigError, match=r"works with tasks whose labels do not depend on the "
                                           r"exact words \(classification\), not "
                                           r"token_classification"):
-        with_augmentation(job, [], [], None, None, ner, ner.settings_class())
+        with_augmentation(job, [], [], None, None, ner, ner.settings_class(), all_tasks())
     job.task.name = "classification"
     job.aug.wordnet = str(tmp_path / "none")
     cls = get_task("classification")

@@ -20,10 +20,13 @@ word of two or more letters with probability ``aug.char_rate``; ``eda+char`` doe
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from lmforge.adversarial.attacks import CharEdits
+from lmforge.adversarial.resources import STOPWORDS, load_wordnet
 from lmforge.errors import ConfigError
 
 AUG_TEXT, AUG_PAIR = "_aug_text", "_aug_pair"  # raw-text columns added to the training split
@@ -41,9 +44,6 @@ class TextAugmenter:
 
     def __init__(self, method: str, alpha: float = 0.1, char_rate: float = 0.1,
                  wordnet: Any = None) -> None:
-        from lmforge.adversarial.attacks import CharEdits
-        from lmforge.adversarial.resources import STOPWORDS
-
         self.method, self.alpha, self.char_rate = method, alpha, char_rate
         self.wordnet, self.stopwords, self.chars = wordnet, STOPWORDS, CharEdits(1)
         if "eda" in method and wordnet is None:
@@ -123,11 +123,14 @@ class AugmentingCollator:
 
 
 def with_augmentation(job: Any, raw_train: Any, encoded_train: Any, collator: Any,
-                      tokenizer: Any, task: Any, settings: Any) -> tuple[Any, Any]:
+                      tokenizer: Any, task: Any, settings: Any,
+                      tasks: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
     """(training split, collator) with ``data.augment`` applied; unchanged for ``none``.
 
     The task says which of its input columns may be rewritten word by word without changing
-    the label (:meth:`~lmforge.finetuning.task.Task.rewritable_columns`).
+    the label (:meth:`~lmforge.finetuning.task.Task.rewritable_columns`). ``tasks`` (every
+    registered task by name) only names the tasks that would work in the error message: this
+    module sits below the task registry and does not import it.
 
     Raises:
         ConfigError: The task has no such column (tags or answer spans are tied to the
@@ -138,16 +141,12 @@ def with_augmentation(job: Any, raw_train: Any, encoded_train: Any, collator: An
         return encoded_train, collator
     columns = task.rewritable_columns(settings)
     if not columns:
-        from lmforge.finetuning.task import all_tasks
-
-        free_text = [n for n, t in all_tasks().items() if t.rewritable_columns(
+        free_text = [n for n, t in (tasks or {}).items() if t.rewritable_columns(
             t.settings_class(task=n, text_column="text"))]
         raise ConfigError(f"data.augment={method} works with tasks whose labels do not depend "
                           f"on the exact words ({', '.join(free_text)}), not {job.task.name}")
     wordnet = None
     if "eda" in method:
-        from lmforge.adversarial.resources import load_wordnet
-
         wordnet = load_wordnet(job.aug.wordnet)
     augmenter = TextAugmenter(method, job.aug.alpha, job.aug.char_rate, wordnet)
     if len(raw_train) != len(encoded_train):

@@ -21,6 +21,7 @@ from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
 from lmforge.models.build import build_model, count_parameters, load_tokenizer
 from lmforge.pretraining.objectives import lm_eval_reducer, wrap_for_objective
+from lmforge.pretraining.settings import PretrainJob
 from lmforge.runs import (
     make_run_dir,
     refuse_earlier_run,
@@ -28,7 +29,7 @@ from lmforge.runs import (
     save_run_config,
     write_json,
 )
-from lmforge.settings import DataConfig, PretrainJob
+from lmforge.settings import DataConfig
 from lmforge.tracking import build_loggers
 
 log = logging.getLogger(__name__)
