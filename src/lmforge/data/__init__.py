@@ -5,8 +5,7 @@ Names load on first use (PEP 562), so ``lmforge --help`` does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lmforge.lazy import lazy_getattr
 
 _WHERE = {
     "BUILTINS": "lmforge.data.builtin",
@@ -44,8 +43,4 @@ __all__ = [
     "shard_batches",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'lmforge.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_getattr(__name__, _WHERE)

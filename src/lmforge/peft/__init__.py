@@ -6,9 +6,7 @@ first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from lmforge.lazy import lazy_getattr
 from lmforge.peft.settings import PEFT_METHODS, PeftConfig
 
 __all__ = ["METHODS", "PEFT_METHODS", "PeftConfig", "apply_peft", "load_adapted_model",
@@ -18,8 +16,4 @@ _LAZY = {"METHODS": "lmforge.peft.methods", "apply_peft": "lmforge.peft.methods"
          "load_adapted_model": "lmforge.peft.io", "merge_adapter": "lmforge.peft.io",
          "save_adapted_model": "lmforge.peft.io"}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lmforge.peft' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -6,8 +6,7 @@ Names are imported lazily so that ``lmforge --help`` (which imports ``settings``
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lmforge.lazy import lazy_getattr
 
 _WHERE = {
     "calibrate": "calibration", "content_free_prior": "calibration",
@@ -19,12 +18,6 @@ _WHERE = {
     "PromptSet": "templates", "Template": "templates", "load_prompts": "templates",
     "parse_prompts": "templates",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'lmforge.prompting' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"lmforge.prompting.{_WHERE[name]}"), name)
 
 
 __all__ = [
@@ -47,3 +40,6 @@ __all__ = [
     "parse_prompts",
     "sample_per_class",
 ]
+
+__getattr__ = lazy_getattr(__name__, {name: f"lmforge.prompting.{module}"
+                                       for name, module in _WHERE.items()})

@@ -5,7 +5,7 @@ Heavy imports (FastAPI, the model backends) load only when used.
 
 from __future__ import annotations
 
-from typing import Any
+from lmforge.lazy import lazy_getattr
 
 __all__ = ["Client", "MicroBatcher", "Predictor", "ServeJob", "create_app", "load_predictor"]
 
@@ -18,10 +18,4 @@ _EXPORTS = {
     "create_app": "lmforge.serving.app",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'lmforge.serving' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

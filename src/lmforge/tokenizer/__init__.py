@@ -5,8 +5,7 @@ Names load on first use (PEP 562), so ``lmforge --help`` does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lmforge.lazy import lazy_getattr
 
 _WHERE = {
     "CJK_CHAR_CLASS": "lmforge.data.cjk",
@@ -26,8 +25,4 @@ __all__ = [
     "train_tokenizer",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'lmforge.tokenizer' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_getattr(__name__, _WHERE)
