@@ -13,7 +13,6 @@ from typing import Any
 
 import datasets
 
-from lmforge.commands.pretrain import data_objective, lm_collator, prepare_splits
 from lmforge.config import build_config, load_yaml
 from lmforge.data.corpus import load_corpus
 from lmforge.deploy.onnx_model import find_onnx_folder
@@ -25,6 +24,7 @@ from lmforge.finetuning.saved import read_settings
 from lmforge.finetuning.settings import FinetuneJob
 from lmforge.models.build import build_model, load_tokenizer, resolve_checkpoint
 from lmforge.predictor import load_predictor
+from lmforge.pretraining.data import data_objective, lm_collator, prepare_splits
 from lmforge.pretraining.objectives import lm_eval_reducer, wrap_for_objective
 from lmforge.pretraining.settings import PretrainJob
 from lmforge.runs import write_json
@@ -55,7 +55,6 @@ def run_evaluate(job: EvaluateJob, resume: bool = False) -> dict[str, Any]:
 
 def evaluate_finetuned(job: EvaluateJob) -> dict[str, Any]:
     """Full report of a fine-tuned run on a labeled file or on its own splits."""
-
     # A run directory, its model/ folder, or an ONNX export folder (torch or ONNX Runtime).
     loaded = load_predictor(job.run, precision="fp32")
     task, settings, tokenizer, model = loaded.task, loaded.settings, loaded.tokenizer, \

@@ -1,4 +1,4 @@
-"""``lmforge pretrain`` and ``lmforge evaluate`` for pretrained runs."""
+"""``lmforge pretrain``: self-supervised pretraining, from scratch or continued."""
 
 from __future__ import annotations
 
@@ -12,14 +12,12 @@ import torch
 from accelerate import Accelerator
 
 from lmforge.config import to_dict
-from lmforge.data.collators import ClmCollator, MlmCollator
-from lmforge.data.corpus import load_corpus
-from lmforge.data.lm import prepare_lm_dataset
 from lmforge.engine.hooks import StepHook
 from lmforge.engine.loop import Engine
 from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
 from lmforge.models.build import build_model, count_parameters, load_tokenizer
+from lmforge.pretraining.data import data_objective, lm_collator, prepare_splits
 from lmforge.pretraining.objectives import lm_eval_reducer, wrap_for_objective
 from lmforge.pretraining.settings import PretrainJob
 from lmforge.runs import (
@@ -29,22 +27,9 @@ from lmforge.runs import (
     save_run_config,
     write_json,
 )
-from lmforge.settings import DataConfig
 from lmforge.tracking import build_loggers
 
 log = logging.getLogger(__name__)
-
-
-def data_objective(job: PretrainJob) -> tuple[str, str]:
-    """(objective for data preparation, task for the model) of a pretraining config."""
-    obj = job.objective
-    if obj.name == "clm":
-        if obj.sentence_task != "none":
-            raise ConfigError("objective.sentence_task (nsp/sop) needs objective.name=mlm")
-        return "clm", "clm"
-    if obj.sentence_task != "none":
-        return obj.sentence_task, "mlm+sentence"
-    return "mlm", "mlm"
 
 
 def _tokenizer_source(job: PretrainJob) -> str:
@@ -53,32 +38,6 @@ def _tokenizer_source(job: PretrainJob) -> str:
         raise ConfigError("pretraining from scratch needs a tokenizer: run `lmforge tokenizer "
                           "train` and set model.tokenizer=RUN_DIR (or give model.pretrained)")
     return source
-
-
-def prepare_splits(data: DataConfig, tokenizer: Any, objective_data: str, whole_word: bool,
-                   segmenter: str | None, seed: int, accelerator: Accelerator,
-                   splits: tuple[str, ...] = ("train", "validation")) -> dict[str, Any]:
-    """Load the corpus and tokenize the requested splits (rank 0 first, others hit the cache)."""
-    with accelerator.main_process_first():
-        corpus = load_corpus(data, seed=seed)
-        out = {}
-        for name in splits:
-            if name not in corpus:
-                continue
-            out[name] = prepare_lm_dataset(
-                corpus[name], tokenizer, objective=objective_data, text_column=data.text_column,
-                max_length=data.max_length, packing=data.packing, whole_word_mask=whole_word,
-                chinese_word_segmenter=segmenter, cache_dir=data.cache_dir,
-                num_proc=data.num_proc, seed=seed, split_name=name)
-    return out
-
-
-def lm_collator(job_objective: str, tokenizer: Any, mlm_probability: float,
-                whole_word: bool) -> Any:
-    """The batch maker of an LM objective: causal (shifted inside the model) or masked."""
-    if job_objective == "clm":
-        return ClmCollator(tokenizer)
-    return MlmCollator(tokenizer, mlm_probability=mlm_probability, whole_word_mask=whole_word)
 
 
 def rank_checksums(model: torch.nn.Module, accelerator: Accelerator) -> list[float]:
