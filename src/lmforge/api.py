@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmforge.commands.registry import get_command
 from lmforge.commands.runner import (
     ConfigSource,
     headline_metrics,
@@ -68,8 +67,7 @@ def _api(command: str, config: ConfigSource, overrides: tuple[str, ...], resume:
     summary = dict(run_command(command, job, resume, hooks))
     table = summary.pop("table", None)
     run_dir = Path(summary["run_dir"]) if summary.get("run_dir") else None
-    keys = get_command(command).summary_keys
-    return RunResult(command, summary, run_dir, headline_metrics(summary, keys or None), table)
+    return RunResult(command, summary, run_dir, headline_metrics(summary), table)
 
 
 def run(command: str, config: ConfigSource = None, *overrides: str, resume: bool = False,

@@ -28,21 +28,20 @@ def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(v, numbers.Real) and not isinstance(v, bool)}
 
 
-def headline_metrics(summary: Mapping[str, Any],
-                     keys: Sequence[str] | None = None) -> dict[str, float]:
+def headline_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     """The metrics a user asks for first, from a command's summary.
 
-    Args:
-        summary: The command's summary.
-        keys: Summary keys that hold the headline (the command's
-            :attr:`~lmforge.commands.registry.Command.summary_keys`); default: the keys
-            every registered command declares, in registry order.
+    The summary's ``command`` names the registry entry whose
+    :attr:`~lmforge.commands.registry.Command.summary_keys` hold the headline; a command that
+    declares none (or a summary without a known command) is read with the keys every
+    registered command declares, in registry order.
 
     Returns:
-        The numbers of the first of ``keys`` present, else the summary's top-level numbers.
+        The numbers of the first of those keys present, else the summary's top-level numbers.
     """
-    if keys is None:
-        keys = [key for command in COMMANDS.values() for key in command.summary_keys]
+    command = COMMANDS.get(str(summary.get("command")))
+    keys = (command.summary_keys if command else ()) or \
+        [key for spec in COMMANDS.values() for key in spec.summary_keys]
     for key in keys:
         if isinstance(summary.get(key), Mapping):
             return _numbers(summary[key])
