@@ -68,7 +68,6 @@ class Explainer:
 
     def __init__(self, predictor: Any, options: Options | None = None,
                  words: str = "auto") -> None:
-
         check_choice("words", words, WORD_MODES)
         self.predictor = predictor
         self.options = options or Options()
@@ -113,7 +112,7 @@ class Explainer:
             ConfigError / DataError: unknown method or target, empty text, no entity.
         """
         methods = list(methods or DEFAULT_METHODS)
-        check_methods(methods, self.predictor.task_name, self.predictor.backend)
+        check_methods(methods, self.predictor.backend)
         examples = self.encode(records, target, entity)
         result = Explanations(examples)
         for name in methods:
@@ -140,7 +139,6 @@ class Explainer:
         Raises:
             DataError: no input has a word to remove.
         """
-
         if "random" not in result.scores:
             self.scorer.counter = Counter()
             with self.scorer.counter:
@@ -176,7 +174,6 @@ def options_from(source: Any) -> Options:
 
 def check_budgets(options: Options) -> None:
     """One-line errors for budgets <= 0."""
-
     for name in ("n_steps", "internal_batch_size", "lime_samples", "shap_evals", "batch_size"):
         check(getattr(options, name) >= 1, f"{name} must be >= 1 (got {getattr(options, name)})")
     check_choice("baseline", options.baseline, ("pad", "mask"))
@@ -201,7 +198,6 @@ def explain_predictor(predictor: Any, inputs: Any, methods: list[str] | None = N
     Returns:
         One dict per input (see :meth:`Explanations.rows`) with the cost per method.
     """
-
     unknown = sorted(set(options) - {f.name for f in fields(Options)})
     if unknown:
         raise ConfigError(f"unknown explain option(s) {unknown}; use "

@@ -313,14 +313,11 @@ def random_scores(ctx: Context, examples: list[Example]) -> list[np.ndarray]:
 
 @dataclass(frozen=True)
 class Method:
-    """A method's function, the tasks it applies to, whether it needs gradients or attention
-    (the PyTorch backend), and the option that sets its budget."""
+    """A method's function, whether it needs gradients or attention (the PyTorch backend), and
+    the option that sets its budget."""
 
     fn: Callable[[Context, list[Example]], list[np.ndarray]]
     summary: str
-    tasks: tuple[str, ...] | None = None
-    """Task names it is limited to; None (every method today): every task whose model can be
-    explained (the task declares an adapter), so this package needs no list of tasks."""
     needs_torch: bool = False
     budget: str | None = None
 
@@ -338,22 +335,17 @@ METHODS: dict[str, Method] = {
 DEFAULT_METHODS = ["ig", "gradxinput", "rollout", "occlusion", "lime", "shap"]
 
 
-def _applies(method: Method, task_name: str) -> bool:
-    """Whether ``method`` may explain a model of the (explainable) task ``task_name``."""
-    return method.tasks is None or task_name in method.tasks
+def check_methods(methods: list[str], backend: str = "torch") -> None:
+    """One-line errors for unknown methods and methods the backend cannot run.
 
-
-def check_methods(methods: list[str], task_name: str, backend: str = "torch") -> None:
-    """One-line errors for unknown methods, methods the task or backend cannot run."""
-
+    Every method applies to every task that can be explained: the task's adapter
+    (``Task.explain_adapter()``) turns its model into what the methods score.
+    """
     if not methods:
         raise ConfigError(f"give at least one method; choose from {list(METHODS)}")
     for name in methods:
         check_choice("methods", name, list(METHODS))
         method = METHODS[name]
-        if not _applies(method, task_name):
-            raise ConfigError(f"method {name!r} does not apply to {task_name} models; use one "
-                              f"of {[m for m, v in METHODS.items() if _applies(v, task_name)]}")
         if method.needs_torch and backend != "torch":
             raise ConfigError(f"method {name!r} needs gradients or attention weights, which "
                               f"the {backend} backend does not give; load the PyTorch run or "
