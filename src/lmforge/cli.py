@@ -143,8 +143,6 @@ def _command_name(command: Command) -> str:
     return next(name for name, known in COMMANDS.items() if known is command)
 
 
-
-
 def _flag_override(config_cls: type, word: str) -> str:
     """``--evaluate`` -> ``evaluate=true`` for a boolean top-level option of the command."""
     name = word[2:].replace("-", "_") if word.startswith("--") and "=" not in word else ""

@@ -165,7 +165,6 @@ def git_state() -> dict[str, Any]:
 
 def code_version() -> dict[str, Any]:
     """lmforge's version, source hash and git state."""
-
     return {"lmforge": __version__, "source_hash": source_hash(), **git_state()}
 
 
@@ -212,7 +211,6 @@ def write_lineage(command: str, config: Mapping[str, Any], run_dir: str | Path,
     output_dir writes ``RUN/eval-test``) gets its own file; a run directory that already
     holds another command's lineage gets ``lineage-<command>.json`` instead of overwriting.
     """
-
     run_dir = Path(run_dir)
     record = lineage_record(command, config, run_dir, started, time.time())
     target = run_dir / LINEAGE_FILE

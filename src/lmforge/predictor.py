@@ -127,7 +127,6 @@ class Predictor:
     def explain(self, inputs: Any, methods: list[str] | None = None, target: str | None = None,
                 **options: Any) -> list[dict[str, Any]]:
         """Word and token attributions per method: see :mod:`lmforge.explaining`."""
-
         return explain_predictor(self, inputs, methods, target, **options)
 
     def predict_batch(self, payloads: list[tuple[list[dict[str, Any]], int]]
@@ -213,7 +212,6 @@ def length_chunks(lengths: list[int], overhead: int = CHUNK_OVERHEAD_TOKENS
 
 
 def _load_torch(source: str, precision: str) -> Predictor:
-
     if (Path(source) / "model.onnx").is_file():
         raise ConfigError(f"{source} is an ONNX export; serve it with backend=onnx")
     run = load_finetuned(source)

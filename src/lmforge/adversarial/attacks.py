@@ -52,7 +52,6 @@ def english_words(text: str) -> list[tuple[int, int]]:
 
 def chinese_words(text: str) -> list[tuple[int, int]]:
     """Spans of the jieba words of ``text`` that hold at least one CJK character."""
-
     import jieba
 
     logging.getLogger("jieba").setLevel(logging.WARNING)

@@ -47,7 +47,6 @@ def _run_dir_of(run: str) -> Path:
 
 def _data_rows(job: AttackJob, target: Any) -> list[dict[str, Any]]:
     """The first ``num_examples`` labeled rows to attack (default: the run's own dev split)."""
-
     seed, ratio = 42, 0.1
     path, fmt = job.data, None
     saved = _run_dir_of(job.run) / "config.yaml"

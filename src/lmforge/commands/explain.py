@@ -32,7 +32,6 @@ def cost_table(cost: dict[str, dict[str, float]]) -> str:
 
 
 def _records(job: ExplainJob, predictor: Any) -> list[dict[str, Any]]:
-
     column = job.text_column or setting(settings_of(predictor), "text_column", "text")
     records = list(itertools.islice(read_inputs(job.input, column), job.limit))
     if not records:
@@ -70,7 +69,6 @@ def run_explain(job: ExplainJob, resume: bool = False) -> dict[str, Any]:
         The summary (``run_dir``, cost per method, and with ``evaluate`` the faithfulness
         AOPCs); ``table`` holds the markdown table the CLI prints.
     """
-
     options = options_from(job)
     check_budgets(options)
     predictor = load_predictor(job.run, precision="fp32")

@@ -75,10 +75,10 @@ def run_export(job: ExportJob, resume: bool = False) -> dict[str, Any]:
             summary["merged_adapter"] = summary["merged_adapter"] or merged
         set_label_names(model, task, settings)
         onnx_models = export_onnx_variants(model, tokenizer, task, settings, job, out, rows,
-                                            summary)
+                                           summary)
         if split is not None:
-            headlines.update(evaluate_models(onnx_models, task, tokenizer, settings, split, job,
-                                       out))
+            headlines.update(evaluate_models(onnx_models, task, tokenizer, settings, split,
+                                             job, out))
     if headlines:
         summary["evaluated_on"] = job.data.path
         summary["examples"] = len(split)

@@ -142,7 +142,6 @@ def _substitute(value: Any, outputs: dict[str, dict[str, str]]) -> Any:
 
 def plan(job: PipelineJob) -> tuple[Path, dict[str, Stage], list[str]]:
     """Parse, order and fully resolve every stage's config before anything runs."""
-
     folder = Path(job.output_dir or Path("runs") / job.name)
     stages = {str(name): parse_stage(str(name), spec) for name, spec in job.stages.items()}
     order = order_stages(stages)
@@ -182,7 +181,6 @@ def run_pipeline(job: PipelineJob, resume: bool = False) -> dict[str, Any]:
     Returns:
         The summary: each stage's status (ran / cached), run directory, seconds and metrics.
     """
-
     folder, stages, order = plan(job)
     folder.mkdir(parents=True, exist_ok=True)
     state_path = folder / STATE_FILE

@@ -53,7 +53,6 @@ def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def run_metrics(run: Path) -> dict[str, float]:
     """A run's headline metrics (validation, then test with a ``test_`` prefix)."""
-
     summary = _summary(run)
     metrics = headline_metrics(summary) if summary else {}
     for key, value in (summary.get("test_metrics") or {}).items():

@@ -117,7 +117,6 @@ def _should_stop(job: TuneJob, study: Any, started: float) -> str | None:
 
 def _run_trial(job: TuneJob, study: Any, trial: Any, params: list[Param],
                objs: list[Objective], run_dir: Path) -> None:
-
     optuna = optuna_module()
     values = sample(params, trial)
     trial_dir = run_dir / TRIALS_DIR / f"trial-{trial.number:04d}"
@@ -172,7 +171,6 @@ def _run_trial(job: TuneJob, study: Any, trial: Any, params: list[Param],
 
 def _final(job: TuneJob, study: Any, best: Any, run_dir: Path) -> dict[str, Any]:
     """Keep or retrain the best trial's model in ``final/`` and evaluate it on test once."""
-
     if job.tune.final == "none" or best is None:
         return {"mode": "none"}
     final_dir = run_dir / FINAL_DIR

@@ -116,7 +116,6 @@ def estimate_fisher(engine: Any, dataset: Any, batches: int, seed: int) -> dict[
     Uses the engine's ``forward_loss`` and backward on ``batches`` seeded batches of
     ``dataset`` (the experience just learned), at the weights training ended with.
     """
-
     model = engine.unwrapped
     params = _trainable(model)
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}

@@ -62,7 +62,6 @@ def format_matrix(names: list[str], matrix: list[list[float]], metrics: dict[str
 def plot_matrix(names: list[str], matrix: list[list[float]], path: Path,
                 row_names: list[str] | None = None) -> str:
     """Heat map of R (rows: after training on, columns: evaluated on) as a PNG."""
-
     r = np.asarray(matrix, dtype=np.float64)
     rows = row_names or names[:r.shape[0]]
     fig = _new_figure(1.2 * len(names) + 2.5, 0.9 * len(rows) + 2.0)
@@ -84,7 +83,6 @@ def plot_matrix(names: list[str], matrix: list[list[float]], path: Path,
 def plot_curves(names: list[str], matrix: list[list[float]], path: Path,
                 initial: list[float] | None = None) -> str:
     """Each experience's accuracy over the stream (x: after experience i) as a PNG."""
-
     r = np.asarray(matrix, dtype=np.float64)
     fig = _new_figure(7.0, 4.2)
     ax = fig.add_subplot(1, 1, 1)

@@ -17,7 +17,7 @@ lora       a LoRA adapter and head per experience on a frozen backbone (task ids
 
 from __future__ import annotations
 
-import json as _json
+import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,7 +82,6 @@ class Strategy:
 
     def save_model(self, index: int, folder: Path) -> None:
         """Write the model after experience ``index`` (a model folder ``lmforge.load`` reads)."""
-
         ctx = self.ctx
         save_finetuned(folder, ctx.model, ctx.tokenizer, ctx.stream.settings, ctx.job.peft,
                        ctx.source, ctx.job.model.pretrained)
@@ -103,7 +102,6 @@ class Strategy:
 def load_weights(model: nn.Module, folder: Path) -> None:
     """Load a model folder written by ``save_finetuned`` into ``model`` (same method)."""
     from safetensors.torch import load_model
-
 
     if (folder / "model.safetensors").is_file():
         load_model(model, str(folder / "model.safetensors"))
@@ -238,7 +236,6 @@ class LoraPerExperience(Strategy):
     def _config(self) -> Any:
         from peft import LoraConfig
 
-
         cfg, model = self.ctx.job.peft, self.base
         modules = cfg.target_modules or LORA_TARGETS.get(_model_type(model)) or ["query",
                                                                                "value"]
@@ -285,8 +282,6 @@ class LoraPerExperience(Strategy):
             self._disabled.__enter__()
 
     def save_model(self, index: int, folder: Path) -> None:
-
-
         ctx = self.ctx
         scratch = folder.with_name(folder.name + ".adapters")
         ctx.model.save_pretrained(scratch, selected_adapters=[self.name(index)])
@@ -303,7 +298,7 @@ class LoraPerExperience(Strategy):
                 "base_model_name": ctx.job.model.pretrained,
                 "peft": {**asdict(ctx.job.peft), "method": "lora"},
                 "continual_adapter": self.name(index)}
-        (folder / PEFT_FILE).write_text(_json.dumps(meta, indent=2))
+        (folder / PEFT_FILE).write_text(json.dumps(meta, indent=2))
 
     def load_model(self, index: int, folder: Path) -> None:
         from peft import set_peft_model_state_dict

@@ -55,7 +55,6 @@ def sample_rows(split: datasets.Dataset, count: int, seed: int) -> datasets.Data
 
 def iter_texts(split: datasets.Dataset, text_column: str, batch_size: int = 1000) -> Any:
     """Yield the non-empty strings of ``text_column`` batch by batch (for tokenizer training)."""
-
     if text_column not in split.column_names:
         raise DataError(f"column {text_column!r} not found (columns: "
                         f"{', '.join(split.column_names)}); set data.text_column")

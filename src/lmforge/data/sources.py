@@ -287,7 +287,6 @@ def _conll_rows(file: str, encoding: str, stamp: Any = None) -> Iterator[dict[st
 
 def _load_builtin_or_hub(path: str, *, streaming: bool) -> AnyDatasetDict:
     """Load a builtin corpus by name, else try the hub (only if online)."""
-
     builtin = load_builtin(path, streaming=streaming)
     if builtin is not None:
         return builtin

@@ -80,7 +80,6 @@ def merge_adapter(model: nn.Module) -> tuple[nn.Module, bool]:
     Raises:
         ConfigError: Prompt methods and bottleneck adapters, which cannot be merged.
     """
-
     merged = fold(model)
     return merged, merged is not model
 
@@ -267,7 +266,7 @@ def _onnx_folder(folder: Path, model: nn.Module, tokenizer: Any, settings: TaskS
 
 
 def labeled_split(job: ExportJob) -> Any:
-
+    """The split ``job.split`` of ``job.data``, read whole (nothing carved out of it)."""
     corpus = load_corpus(replace(job.data, validation_ratio=0.0, test_ratio=0.0))
     if job.split in corpus:
         return corpus[job.split]
@@ -278,8 +277,8 @@ def labeled_split(job: ExportJob) -> Any:
 
 
 def evaluate_models(models: dict[str, nn.Module], task: Task, tokenizer: Any,
-              settings: TaskSettings, split: Any, job: ExportJob,
-              out: Path) -> dict[str, dict[str, float]]:
+                    settings: TaskSettings, split: Any, job: ExportJob,
+                    out: Path) -> dict[str, dict[str, float]]:
     """Headline metrics per backend (``task.report`` into OUT/eval/<backend>)."""
     # A copy: encoding may record facts in the settings (QA's answer check), which the
     # exported folders must not pick up from the evaluation file.
@@ -305,6 +304,7 @@ def metric_deltas(task: Task, base: dict[str, float], other: dict[str, float]) -
 
 
 def size_mb(folder: Path, patterns: tuple[str, ...]) -> float:
+    """MiB of the files of ``folder`` that match ``patterns`` (4 decimals)."""
     total = sum(f.stat().st_size for p in patterns for f in folder.glob(p) if f.is_file())
     return round(total / 2**20, 4)
 
@@ -314,7 +314,6 @@ def size_mb(folder: Path, patterns: tuple[str, ...]) -> float:
 
 
 def _require_onnx() -> None:
-
     missing = [name for name in ("onnx", "onnxscript", "onnxruntime")
                if importlib.util.find_spec(name) is None]
     if missing:
@@ -349,8 +348,8 @@ def check_request(job: ExportJob) -> tuple[Task, TaskSettings]:
 
 
 def export_onnx_variants(model: nn.Module, tokenizer: Any, task: Task, settings: TaskSettings,
-                          job: ExportJob, out: Path, rows: list[dict[str, Any]] | None,
-                          summary: dict[str, Any]) -> dict[str, OnnxTaskModel]:
+                         job: ExportJob, out: Path, rows: list[dict[str, Any]] | None,
+                         summary: dict[str, Any]) -> dict[str, OnnxTaskModel]:
     """Write OUT/onnx (and OUT/onnx-int8), each checked against ``model``; fill ``summary``.
 
     Returns:

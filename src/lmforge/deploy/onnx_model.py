@@ -131,7 +131,6 @@ def load_onnx_model(folder: str | Path, num_threads: int | None = None,
         ConfigError: The folder has no ``model.onnx`` or no ``lmforge_task.json``, or
             onnxruntime is not installed.
     """
-
     found = find_onnx_folder(folder)
     if found is None:
         raise ConfigError(f"{folder} has no {ONNX_FILE}; export the run first: lmforge export "
@@ -145,7 +144,6 @@ def load_onnx_model(folder: str | Path, num_threads: int | None = None,
     except ImportError:
         raise ConfigError("ONNX models need onnxruntime: pip install onnxruntime") from None
     from transformers import AutoConfig
-
 
     config = AutoConfig.from_pretrained(found) if (found / "config.json").is_file() else None
     model = OnnxTaskModel(found / ONNX_FILE, task, num_threads, providers, config)

@@ -111,7 +111,6 @@ def write_png(row: dict[str, Any], path: Path, title: str = "", width_in: float 
     from matplotlib.figure import Figure
     from matplotlib.textpath import TextPath
 
-
     family = ["DejaVu Sans"]
     if any(has_cjk(w) for w in row["words"]):
         font = cjk_font()

@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 IGNORE = -100
 
 
-
 class TokenLossObjective(nn.Module):
     """Token cross-entropy on ``labels`` for an encoder-decoder or a causal LM.
 
@@ -122,7 +121,6 @@ class GenerativeTaskBase(Task):
     def token_metrics(model: nn.Module, encoded: Any, collator: Any, accelerator: Any,
                       batch_size: int, shift: bool) -> dict[str, float]:
         """Loss / perplexity / token accuracy of ``model`` on an encoded split (for reports)."""
-
         return evaluate_model(TokenLossObjective(model, shift=shift), encoded, collator,
                               accelerator, batch_size=batch_size, reducer=token_reducer)
 @dataclass

@@ -70,7 +70,6 @@ def save_finetuned(folder: Path, model: nn.Module, tokenizer: Any, settings: Tas
         base_name: The base as the user named it (a builtin name), tried when ``source``
             has moved.
     """
-
     save_adapted_model(model, folder, peft_cfg, source, base_name)
     tokenizer.save_pretrained(folder)
     write_settings(folder, settings)
@@ -97,7 +96,6 @@ class FinishedRun:
 
 def finetuned_model_dir(run: str | Path) -> str:
     """The model folder of a finetune run directory (or the folder itself)."""
-
     if not str(run):
         raise ConfigError("set run=RUN_DIR (a finetune run directory or its model folder)")
     model_dir = resolve_checkpoint(str(run))
@@ -112,7 +110,6 @@ def load_finetuned(run: str | Path) -> FinishedRun:
     Raises:
         ConfigError: The run is missing or is not a fine-tuned lmforge model.
     """
-
     model_dir = finetuned_model_dir(run)
     found = read_settings(model_dir)
     if found is None:

@@ -141,7 +141,6 @@ BUILTIN_GGUF: dict[str, str] = {
 
 
 def _resolve_gguf(name: str) -> str:
-
     package = BUILTIN_GGUF[name]
     spec = importlib.util.find_spec(package)
     folders = list(spec.submodule_search_locations or []) if spec else []

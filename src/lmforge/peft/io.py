@@ -59,7 +59,6 @@ def save_adapted_model(model: nn.Module, folder: Path, cfg: PeftConfig, source: 
         base_name: The base as the user named it (e.g. a builtin name), tried on load when
             ``source`` has moved.
     """
-
     if cfg.method == "none":
         model.save_pretrained(folder)
         return

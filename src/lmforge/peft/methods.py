@@ -287,7 +287,6 @@ METHODS: dict[str, Builder] = {
 
 def freeze_first_layers(model: nn.Module, count: int) -> None:
     """Freeze the embeddings and layers 0..count-1 (the engine's layer-depth naming)."""
-
     depths = [int(m.group(1)) + 1 for n, _ in model.named_parameters()
               if (m := _LAYER_INDEX.search(f".{n}"))]
     num_layers = max(depths, default=0)

@@ -124,7 +124,6 @@ def load_embedder(name: str) -> tuple[Any, Any]:
     """Load a sentence encoder (a builtin name such as ``all-minilm-l6-v2`` or a folder)."""
     from transformers import AutoModel, AutoTokenizer
 
-
     folder, extra = split_gguf(resolve_checkpoint(name))
     try:
         return (AutoModel.from_pretrained(folder, **extra),

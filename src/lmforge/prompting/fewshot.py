@@ -289,9 +289,7 @@ def run_fewshot_mode(job: Any, prompts: Any, train: dict[str, list], test: dict[
                      labels: list[str], majority: dict[str, Any], run_dir: Path,
                      t0: float) -> dict[str, Any]:
     """``mode=fewshot``: every seed with the first selected template; mean/std over seeds."""
-
     from transformers import AutoTokenizer
-
 
     if not job.model.pretrained:
         raise ConfigError("mode=fewshot needs a masked LM: set model.pretrained=FOLDER")

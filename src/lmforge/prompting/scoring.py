@@ -63,7 +63,6 @@ def lm_kind(model_cfg: Any, lm: str = "auto") -> str:
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-
     if lm != "auto":
         return lm
     if not model_cfg.pretrained:
@@ -92,7 +91,6 @@ def load_lm(model_cfg: Any, lm: str = "auto") -> tuple[Any, Any, str]:
         (model in eval mode, tokenizer, ``"mlm"`` or ``"causal"``).
     """
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-
 
     if not model_cfg.pretrained:
         raise ConfigError("prompt needs a pretrained model: set model.pretrained=FOLDER or a "

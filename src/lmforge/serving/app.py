@@ -190,7 +190,6 @@ def _document_limits(app: FastAPI, cfg: ServeJob, paths: set[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-
 def _ops_routes(app: FastAPI, predictor: Predictor, cfg: ServeJob, state: ServeState,
                 metrics: ServerMetrics, auth: list[Any], task_path: str) -> None:
     """``/health``, ``/ready``, ``/metrics``, ``/info``."""
@@ -256,8 +255,8 @@ def _predict_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: list
         return {"results": await gate.run(request.receive, records, body["top_k"])}
 
     post_route(app, "/predict", request_model, predict,
-          "The rows ``lmforge predict`` writes for these records (bare strings are texts).",
-          auth, response_model=PredictResponse)
+               "The rows ``lmforge predict`` writes for these records (bare strings are texts).",
+               auth, response_model=PredictResponse)
 
 
 def _task_route(app: FastAPI, route: Route, settings: Any, cfg: ServeJob, auth: list[Any],
@@ -278,7 +277,7 @@ def _task_route(app: FastAPI, route: Route, settings: Any, cfg: ServeJob, auth: 
         return route.respond(req, aligned)
 
     post_route(app, route.path, route.request, handler, route.description, auth,
-          response_model=route.response, response_model_exclude_none=route.exclude_none)
+               response_model=route.response, response_model_exclude_none=route.exclude_none)
 
 
 def _generate_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: list[Any],
@@ -325,11 +324,11 @@ def _generate_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: lis
         return {"text": text}
 
     post_route(app, "/generate", generate_request_model(cfg.max_new_tokens), generate,
-          "Generate a reply to a prompt or conversation (not micro-batched).", auth,
-          response_model=GenerateResponse, responses={200: {"content": {
-              "text/event-stream": {}}, "description": "The reply (JSON), or with "
-              "stream=true events 'data: {\"token\": ...}' then 'data: {\"done\": true, "
-              "\"text\": ...}'."}})
+               "Generate a reply to a prompt or conversation (not micro-batched).", auth,
+               response_model=GenerateResponse, responses={200: {"content": {
+                   "text/event-stream": {}}, "description": "The reply (JSON), or with "
+                   "stream=true events 'data: {\"token\": ...}' then 'data: {\"done\": true, "
+                   "\"text\": ...}'."}})
 
 
 async def _events(predictor: Predictor, prompt: str | None,

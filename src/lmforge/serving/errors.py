@@ -173,7 +173,7 @@ PREDICTION_ERRORS = (408, 413, 422, 500, 503, 504)
 """Status codes every prediction route can answer (its OpenAPI ``responses``)."""
 
 def post_route(app: FastAPI, path: str, body: type, handler: Callable[..., Any], doc: str,
-          auth: list[Any], **options: Any) -> None:
+               auth: list[Any], **options: Any) -> None:
     """Mount ``POST path`` whose body model is only known at run time (the served task's).
 
     FastAPI reads the body model from the handler's signature: ``(request, req: body)``.

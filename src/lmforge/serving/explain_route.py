@@ -115,7 +115,6 @@ def mount_explain_route(app: FastAPI, predictor: Any, cfg: ServeJob, auth: list[
     """Add ``POST /explain`` to a server built by ``create_app`` (its task serves
     explanations): admitted through the server's gate (503 when not ready or draining),
     bounded by ``explain_methods`` / ``explain_max_budget`` and the input limits (422)."""
-
     settings = predictor.settings
     text_column = settings.text_column
     pair_column = getattr(settings, "text_pair_column", None)
@@ -174,5 +173,5 @@ def mount_explain_route(app: FastAPI, predictor: Any, cfg: ServeJob, auth: list[
         return {"method": req.method, "budget": budget, **body}
 
     post_route(app, "/explain", request_model, explain,
-          "Word attributions of one method for each text (see docs/explain.md).", auth,
-          response_model=ExplainResponse, response_model_exclude_none=True)
+               "Word attributions of one method for each text (see docs/explain.md).", auth,
+               response_model=ExplainResponse, response_model_exclude_none=True)

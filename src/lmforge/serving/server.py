@@ -119,7 +119,6 @@ def is_loopback(host: str) -> bool:
 
 def build_app(job: ServeJob) -> Any:
     """Load the model of ``job`` and return the FastAPI app (keys read from config/file/env)."""
-
     keys = load_api_keys(job.api_keys, job.api_key_file, job.api_key_env)
     predictor = load_predictor(job.run, job.backend, job.precision, job.threads)
     return create_app(predictor, job, api_keys=keys)
@@ -143,7 +142,6 @@ def app_from_env() -> Any:
 
 def uvicorn_options(job: ServeJob) -> dict[str, Any]:
     """The uvicorn settings of a job (shared by one and many workers)."""
-
     return {"host": job.host, "port": job.port, "log_level": job.log_level,
             "http": IdleTimeoutProtocol,  # keep_alive_s also for connections never used
             # After the drain, only requests that outlived drain_timeout_s remain.

@@ -147,7 +147,6 @@ def predict_probabilities(model: nn.Module, dataset: datasets.Dataset, collator:
 
     Streaming: only one batch of logits exists at a time.
     """
-
     model.eval()
     for start in range(0, len(dataset), batch_size):
         rows = dataset[start:start + batch_size]

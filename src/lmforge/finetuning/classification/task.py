@@ -135,14 +135,11 @@ class ClassificationTask(Task):
 
     def explain_adapter(self) -> type:
         """:class:`~lmforge.finetuning.classification.explain.ClassificationAdapter`."""
-        # Imported here: the explaining machinery is only needed when a model is explained.
-
         return ClassificationAdapter
 
     def attack_target(self) -> type:
         """:class:`~lmforge.finetuning.classification.attack.ClassificationTarget` (single-label
         models; ``lmforge attack`` refuses multi-label ones)."""
-
         return ClassificationTarget
 
     def setup(self, job: Any, train: datasets.Dataset) -> ClassificationSettings:
@@ -220,7 +217,6 @@ class ClassificationTask(Task):
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
                accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
         """Metrics, ROC / PR / calibration plots and predictions.jsonl."""
-
         return evaluate_classifier(model, encoded, raw, ClassificationCollator(tokenizer),
                                    settings, out_dir, accelerator, batch_size)
 

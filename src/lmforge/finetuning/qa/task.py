@@ -106,8 +106,6 @@ class QuestionAnsweringTask(Task):
     def explain_adapter(self) -> type:
         """:class:`~lmforge.finetuning.qa.explain.QuestionAnsweringAdapter` (explains the
         predicted answer span)."""
-        # Imported here: the explaining machinery is only needed when a model is explained.
-
         return QuestionAnsweringAdapter
 
     def setup(self, job: Any, train: datasets.Dataset) -> QaSettings:
@@ -202,7 +200,6 @@ class QuestionAnsweringTask(Task):
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
                accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
         """Exact match / F1 (SQuAD rules), summary.json and predictions.jsonl."""
-
         cleaned, check = self._check(raw, settings, "evaluation")
         preds = self._spans(model, tokenizer, settings, cleaned, accelerator.device,
                             accelerator.autocast, batch_size, "evaluation")

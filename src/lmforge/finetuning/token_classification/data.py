@@ -155,7 +155,6 @@ def convert_tags(tags: Sequence[str], to_scheme: str) -> list[str]:
     Returns:
         The same chunks written in ``to_scheme``.
     """
-
     _check_scheme(to_scheme)
     # Through BIOES, so IOB1 input (I-X opening a chunk) also comes out as proper IOB2.
     return convert_scheme(convert_scheme(list(tags), to="BIOES"), to=to_scheme)

@@ -47,7 +47,6 @@ class TokenClassificationAdapter:
     def resolve_targets(self, examples: list[Example], outputs: list[Any],
                         target: str | None, entity: int = 0) -> None:
         """Pick the ``entity``-th predicted entity (of type ``target`` when given)."""
-
         types = sorted({t.split("-", 1)[1] for t in self.labels if "-" in t})
         if target is not None and target not in types:
             raise ConfigError(f"target={target!r} is not an entity type of this model; "

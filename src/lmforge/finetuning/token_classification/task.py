@@ -181,8 +181,6 @@ class TokenClassificationTask(Task):
     def explain_adapter(self) -> type:
         """:class:`~lmforge.finetuning.token_classification.explain.TokenClassificationAdapter`
         (explains one predicted entity)."""
-        # Imported here: the explaining machinery is only needed when a model is explained.
-
         return TokenClassificationAdapter
 
     def setup(self, job: Any, train: datasets.Dataset) -> TokenClassificationSettings:
@@ -262,7 +260,6 @@ class TokenClassificationTask(Task):
                raw: datasets.Dataset, encoded: datasets.Dataset, out_dir: Path,
                accelerator: Any, batch_size: int = 64) -> dict[str, Any]:
         """Entity-level metrics (overall and per type), summary.json and predictions.jsonl."""
-
         gold = _gold_tags(raw, settings.tags_column)
         if gold is None:
             raise DataError(f"column {settings.tags_column!r} not found (columns: "
