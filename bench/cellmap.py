@@ -16,7 +16,9 @@ line and the table::
 Lines of the block:
 
 * ``rows: P1 | P2 | ...``: the prefix that ``{row}`` stands for in each body row, in order
-  (several ``rows:`` lines continue the list; ``-`` for a row without one).
+  (several ``rows:`` lines continue the list; ``-`` for a row without one). A prefix
+  ``FILE.json:`` stands for a whole source file (one file per row): ``{row}.key`` is then
+  ``FILE.json:key``.
 * ``COLUMN: SPEC``: every body cell of the column whose header reads COLUMN (exactly, as in
   the table; ``: SPEC`` for a column with an empty header). ``[N] COLUMN: SPEC`` maps the
   cell of body row N (1-based) only and wins over the column line.
@@ -28,9 +30,11 @@ Lines of the block:
 A VALUE is a path into a source file, a number, or a named function of values:
 
 * Path: ``FILE.json:key.key.0.key``, where FILE is the file name of one of the table's
-  sources (without ``FILE.json:`` the first source). A segment is a dict key (in double
+  sources (without ``FILE.json:`` the first source; a markdown source ``FILE.md:`` is read
+  as ``tables`` and ``numbers``, see :func:`markdown_data`). A segment is a dict key (in double
   quotes if it holds a dot), a list index, or ``[field=text]`` (``[f=a&g="b c"]``): the
-  one element of a list of dicts whose ``field`` reads ``text``.
+  one element of a list of dicts whose ``field`` reads ``text``; ``[len]`` as the last
+  segment is the number of elements of the list (or keys of the dict) before it.
 * Functions (:data:`FUNCTIONS`): ``ratio(a, b)`` = a / b, ``diff(a, b)`` = a - b,
   ``change(a, b)`` = a / b - 1, ``sum(...)``, ``mean(...)``, ``mul(a, b)``, ``min(...)``,
   ``max(...)``, ``neg(a)``, ``abs(a)``.
@@ -209,6 +213,31 @@ def find_block(text: str, header: list[str]) -> TableMap | None:
     return None if found is None else parse_block(found["body"], header)
 
 
+def markdown_data(text: str) -> dict[str, list]:
+    """A markdown results file (written by the program that measured, e.g. ``lmforge
+    prompt``'s ``results.md``) as data: ``tables.N`` is its N-th table as a list of rows, each
+    a dict from header to cell text (``tables.0[prompt=it_was].accuracy``), and ``numbers.N``
+    the N-th number of the text outside the tables (``numbers.1``: the 34 of "...; 34 s.")."""
+    from prosemap import prose_numbers  # imported here: prosemap imports this module
+
+    tables: list[list[dict[str, str]]] = []
+    numbers: list[float] = []
+    header: list[str] | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("|"):
+            header = None
+            numbers += [n.value for n in prose_numbers(line)]
+            continue
+        cells = [c.strip() for c in stripped.strip("|").split("|")]
+        if header is None:
+            header = cells
+            tables.append([])
+        elif not all(re.fullmatch(r":?-{3,}:?", c) for c in cells):
+            tables[-1].append(dict(zip(header, cells, strict=False)))
+    return {"tables": tables, "numbers": numbers}
+
+
 class Sources:
     """The parsed JSON of a table's source files, looked up by file name."""
 
@@ -222,17 +251,19 @@ class Sources:
         path = self.paths[0] if name is None else next(
             (p for p in self.paths if p.name == name), None)
         if path is None:
-            raise MapError(f"{name} is not one of this table's sources")
-        if path.suffix != ".json":
-            raise MapError(f"{path.name}: only JSON sources can be mapped")
+            raise MapError(f"{name} is not one of the sources (Source line or nums block)")
+        if path.suffix not in (".json", ".md"):
+            raise MapError(f"{path.name}: only JSON and markdown sources can be mapped")
         if path.name not in self._loaded:
-            self._loaded[path.name] = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            self._loaded[path.name] = json.loads(text) if path.suffix == ".json" else \
+                markdown_data(text)
         return path.name, self._loaded[path.name]
 
     def lookup(self, ref: str) -> float:
         """The number at ``FILE.json:path`` (or ``path`` in the first source)."""
         name, sep, path = ref.partition(":")
-        if not sep or not name.endswith(".json"):
+        if not sep or not name.endswith((".json", ".md")):
             name, path = None, ref  # type: ignore[assignment]
         file_name, node = self.data(name)
         for found in SEGMENT_RE.finditer(path):
@@ -249,6 +280,10 @@ class Sources:
 
 def _step(node: object, segment: re.Match[str], where: str) -> object:
     """One path segment down from ``node``."""
+    if segment["filter"] == "len":
+        if not isinstance(node, list | dict):
+            raise MapError(f"{where}: [len] needs a list or a dict")
+        return len(node)
     if segment["filter"] is not None:
         pairs = [p.partition("=") for p in segment["filter"].split("&")]
         if not isinstance(node, list) or any(not sep for _, sep, _ in pairs):
@@ -309,4 +344,6 @@ def expand(value: str, prefix: str | None) -> str:
         return value
     if prefix is None:
         raise MapError(f"{value!r} uses {{row}} but the 'rows:' line gives none for this row")
+    if prefix.endswith(":"):  # a whole file per row: {row}.key is FILE.json:key
+        return value.replace("{row}.", prefix).replace("{row}", prefix)
     return value.replace("{row}", prefix)

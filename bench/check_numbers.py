@@ -1,6 +1,6 @@
-"""Check every number of a BENCHMARKS.md table against the raw results it names.
+"""Check every number of BENCHMARKS.md and README.md, tables and prose, against raw results.
 
-The rule (issue 17): each table sits under a line (the nearest such line above it in the same
+Tables (issue 17): each table sits under a line (the nearest such line above it in the same
 section; prose about the protocol may stand between them)
 
     Source: [bench/results/NAME.json](bench/results/NAME.json) · command: `python bench/...`
@@ -10,7 +10,8 @@ the table maps every cell, by row and column, to a JSON path of a source (or a n
 function of such values, e.g. a ratio) and a format (``int``, ``f3``, ``pct1``, ...); the
 block's syntax is described in ``bench/cellmap.py``. A mapped number must be the value its
 cell names, rounded as its format says: a swapped pair, a changed digit or a number with no
-key fails.
+key fails. A table without a Source line and without numbers (once its ignore list is
+applied) is text, not results (README's feature table), and is not checked.
 
 Unmapped tables (no block yet, or cells marked ``?``) get only the old, weaker pooled check,
 and the report counts them: a number passes if any value of the table's sources rounds to it.
@@ -19,7 +20,7 @@ How a table cell is read:
 * Numbers are the tokens that look like results: ``3,401``, ``48 %``, ``0.33 %``, ``1.55x``,
   ``2.9e-6``, ``+0.23``, both sides of ``58.3 ± 3.1`` and of ``79.1 / 67.4``. Digits glued to
   letters are names, not results (``MiniLM-L6``, ``TREC-6``, ``F1``, ``p50``, ``8k``), and so is
-  everything inside backticks.
+  everything inside backticks and version strings (``2.13.0``, ``127.0.0.1``).
 * Pooled check: a number matches a raw value ``v`` when ``v`` or ``100 * v`` (a fraction shown
   as a percent) rounds to it at the precision shown: ``77.2`` matches 0.7717889 and 77.17,
   ``119`` matches 119.46, ``2.9e-6`` matches 2.87e-6. Raw values are every number in the JSON
@@ -30,8 +31,31 @@ How a table cell is read:
   whitelisted per table with an HTML comment between the Source line and the table:
   ``<!-- check_numbers ignore: 4, 256 (BERT-mini shape in the row labels) -->``.
 
-Usage: python bench/check_numbers.py [-v] [BENCHMARKS.md ...]   (exit 1 and a line per
-problem; ``-v`` prints one line per table: mapped / unmapped cells)
+Prose (issue 23): every number in the text of the file must be accounted for by a
+``<!-- nums ... -->`` block right after its paragraph (syntax in ``bench/prosemap.py``): bound
+to its raw value (``2.80x = ratio(rows.lmforge.tokens_per_s, rows.hf_trainer.tokens_per_s)
+x2``), or declared not a measurement (``- 300 | 5e-5  # settings``). The rule for which
+tokens are numbers, and which are never asked for:
+
+* Never asked for (blanked before reading): headings (titles), tables (checked above), code
+  blocks and code spans, HTML comments, link targets and URLs, the ``Source:`` paragraph,
+  dates (``2026-11-30``), clock times (``07:38``), version strings with two or more dots
+  (``2.13.0``, ``127.0.0.1``), numbered-list markers (``1.``) and digits glued to letters
+  (``MiniLM-L6``, ``8k``, ``22.7M``, ``p99``; CJK characters do not glue: ``约14分钟`` reads 14).
+* Every other number is read, as in tables (``3-5 %`` reads 3 and 5 %, a range, not -5), and
+  must be in the block, in the order the text shows it. What ``-`` may declare: a setting or
+  configuration value (``lr 5e-5``, ``batch 32``, ``300 steps`` as chosen, a model shape), a
+  count fixed by the data set or the protocol rather than measured (872 dev sentences),
+  a version, a year, an issue or goal number and a goal's threshold, a number quoted from a
+  paper or from the issue. Everything measured, and everything derived from a measurement
+  (a ratio, a difference, a range's ends), is bound to its raw value: a number that is
+  neither bound nor declared, a changed digit, a swap or a number that is not its value fails.
+  A measurement with no raw value is removed from the text (or re-measured by a program that
+  writes its results file); it is never declared ``-``.
+
+Usage: python bench/check_numbers.py [-v] [FILE.md ...]   (default: BENCHMARKS.md and
+README.md; exit 1 and a line per problem; ``-v`` prints one line per table, mapped / unmapped
+cells, and the prose counts of each file)
 """
 
 from __future__ import annotations
@@ -48,6 +72,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from cellmap import CellSpec, MapError, Sources, evaluate, expand, find_block  # noqa: E402
+from prosemap import VERSION_RE, Unit, check_unit, find_units  # noqa: E402
 
 SOURCE_RE = re.compile(r"^\s*Source:\s*(?P<rest>.*)$")
 LINK_RE = re.compile(r"\[[^\]]*\]\((?P<path>[^)\s]+)\)")
@@ -102,6 +127,7 @@ def parse_number(match: re.Match[str]) -> Number:
 def numbers_in(text: str) -> Iterator[Number]:
     """The result-like numbers of a cell (see the module docstring for what counts)."""
     text = CODE_RE.sub(" ", text).replace("**", " ").replace("\u00a0", " ")
+    text = VERSION_RE.sub(" ", text)  # 2.13.0, 127.0.0.1: versions and addresses
     for match in NUMBER_RE.finditer(text):
         start = match.start()
         before = text[start - 1] if start > 0 else " "
@@ -206,6 +232,7 @@ class TableReport:
     unmapped_cells: int = 0  # cells with numbers that only the pooled check covers
     label_cells: int = 0  # cells whose numbers the map marks as not results (-)
     numbers: int = 0  # numbers checked (mapped or pooled)
+    results: bool = True  # False: a table without a Source line and without numbers (text)
 
     def summary(self) -> str:
         """One line for the table: mapped or not, and the cell counts."""
@@ -260,6 +287,9 @@ def check_table_report(table: Table, base: Path) -> TableReport:
     """Check one table: mapped cells against their keys, unmapped ones against the pool."""
     where = _where(table)
     if table.source_line is None:
+        if not any(n.text not in table.ignore and n.text.rstrip("%x\u00d7 ") not in table.ignore
+                   for row in table.rows for cell in row[1:] for n in numbers_in(cell)):
+            return TableReport(table, False, results=False)  # no numbers: not a results table
         return TableReport(table, False, [f"{where}: no 'Source: [bench/results/NAME.json]"
                                           "(...)' line above it in its section"])
     if not table.sources:
@@ -313,11 +343,48 @@ def check_table(table: Table, base: Path) -> list[str]:
 
 
 def report_text(text: str, base: Path, name: str = "BENCHMARKS.md") -> list[TableReport]:
-    """The report of every table of a markdown text whose sources are relative to ``base``."""
+    """The report of every results table of a markdown text whose sources are relative to
+    ``base`` (a table without a Source line and without numbers is text, not results)."""
     reports = [check_table_report(t, base) for t in find_tables(text.splitlines())]
+    reports = [r for r in reports if r.results]
     for report in reports:
         report.problems = [f"{name}: {p}" for p in report.problems]
     return reports
+
+
+@dataclass
+class ProseReport:
+    """What checking the prose of one markdown file found."""
+
+    name: str
+    units: list[Unit]
+    problems: list[str] = field(default_factory=list)
+    bound: int = 0  # numbers bound to a raw value
+    declared: int = 0  # numbers declared not measurements ('- TEXT')
+
+    def summary(self) -> str:
+        """One line for the file's prose."""
+        with_numbers = sum(1 for u in self.units if u.numbers())
+        return (f"{self.name} prose: {with_numbers} paragraphs with numbers, {self.bound} "
+                f"numbers bound to a raw value, {self.declared} declared not measurements"
+                + (f", {len(self.problems)} problems" if self.problems else ""))
+
+
+def prose_report_text(text: str, base: Path, name: str = "BENCHMARKS.md") -> ProseReport:
+    """Check every number of the prose of a markdown text against its nums block."""
+    report = ProseReport(name, find_units(text.splitlines()))
+    for unit in report.units:
+        problems, bound, declared = check_unit(unit, base)
+        report.problems += [f"{name}: {p}" for p in problems]
+        report.bound += bound
+        report.declared += declared
+    return report
+
+
+def check_text(text: str, base: Path, name: str = "BENCHMARKS.md") -> list[str]:
+    """All problems of a markdown text: its tables and its prose."""
+    return [p for r in report_text(text, base, name) for p in r.problems] + \
+        prose_report_text(text, base, name).problems
 
 
 def report_file(path: Path) -> list[TableReport]:
@@ -325,34 +392,51 @@ def report_file(path: Path) -> list[TableReport]:
     return report_text(path.read_text(encoding="utf-8"), path.parent, path.name)
 
 
+def prose_report_file(path: Path) -> ProseReport:
+    """The report of the prose of one markdown file (sources relative to its folder)."""
+    return prose_report_text(path.read_text(encoding="utf-8"), path.parent, path.name)
+
+
 def check_file(path: Path) -> list[str]:
-    """All problems of one markdown file (sources are relative to the file's folder)."""
-    return [p for report in report_file(path) for p in report.problems]
+    """All problems of one markdown file, tables and prose (sources relative to its folder)."""
+    return check_text(path.read_text(encoding="utf-8"), path.parent, path.name)
 
 
-def totals(reports: list[TableReport]) -> str:
-    """The summary line: tables and cells mapped vs unmapped."""
+def totals(reports: list[TableReport], prose: list[ProseReport] | None = None) -> str:
+    """The summary line: tables and cells mapped vs unmapped, prose numbers bound."""
     mapped = [r for r in reports if r.mapped]
     cells = sum(r.mapped_cells for r in reports)
     unmapped = sum(r.unmapped_cells for r in reports)
-    return (f"{len(mapped)} of {len(reports)} tables mapped; {cells} cells checked against "
+    line = (f"{len(mapped)} of {len(reports)} tables mapped; {cells} cells checked against "
             f"their key, {unmapped} cells unmapped (pooled check only, "
             f"{len(reports) - len(mapped)} unmapped tables)")
+    if prose:
+        line += (f"; prose: {sum(p.bound for p in prose)} numbers bound, "
+                 f"{sum(p.declared for p in prose)} declared not measurements")
+    return line
+
+
+DEFAULT_FILES = ("BENCHMARKS.md", "README.md")
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    """Check the given markdown files (default: BENCHMARKS.md); print problems, return 1 if any."""
+    """Check the given markdown files (default: BENCHMARKS.md and README.md), tables and
+    prose; print problems, return 1 if any."""
     args = list(argv) if argv is not None else sys.argv[1:]
     verbose = "-v" in args
-    files = [Path(a) for a in args if a != "-v"] or [ROOT / "BENCHMARKS.md"]
+    files = [Path(a) for a in args if a != "-v"] or [ROOT / f for f in DEFAULT_FILES]
     reports = [r for f in files for r in report_file(f)]
-    problems = [p for r in reports for p in r.problems]
+    prose = [prose_report_file(f) for f in files]
+    problems = [p for r in reports for p in r.problems] + [p for r in prose for p in r.problems]
     for report in reports:
         if verbose or not report.mapped:
             print(report.summary())
+    if verbose:
+        for report in prose:
+            print(report.summary())
     for problem in problems:
         print(problem)
-    print(("FAILED: " if problems else "ok: ") + totals(reports)
+    print(("FAILED: " if problems else "ok: ") + totals(reports, prose)
           + (f"; {len(problems)} problems" if problems else ""))
     return 1 if problems else 0
 

@@ -114,7 +114,7 @@ def main() -> None:
         k: {f"{m}/{c}": [] for m in methods for c in ("comp", "suff")}
         for k in ("ferret", "lmforge", "lmforge_scored_by_ferret")}
     lm_explainer = Explainer(predictor, opts)
-    column = predictor.info.get("text_column", "text")
+    column = predictor.settings.text_column
     for start in range(0, len(sentences), args.block):
         part = sentences[start:start + args.block]
         records = [{column: s} for s in part]

@@ -50,7 +50,7 @@ def faithfulness(predictor, sentences: list[str], opts, methods: list[str],
     from lmforge.explaining.explainer import Explainer, Explanations
 
     explainer = Explainer(predictor, opts)
-    column = predictor.info.get("text_column", "text")
+    column = predictor.settings.text_column
     records = [{column: s} for s in sentences]
     started = time.perf_counter()
     if partial:
@@ -113,7 +113,7 @@ def ig_batching(predictor, sentences: list[str], n_steps: int, internal: int) ->
             internal_batch_size=ibs)
         return attr.sum(-1)[0, 1:-1].detach().numpy()
 
-    column = predictor.info.get("text_column", "text")
+    column = predictor.settings.text_column
     times = {"lmforge": 0.0, "captum_loop_default": 0.0, "captum_loop_one_step_per_pass": 0.0}
     diff = 0.0
     block = 10
@@ -215,6 +215,11 @@ def main() -> None:
                "model": "all-MiniLM-L6-v2 fine-tuned 1 epoch on SST-2 train (lmforge "
                         "finetune)", "n": args.n, "options": vars(opts),
                "threads": torch.get_num_threads()}
+    summary = Path(args.run) / "summary.json"
+    if summary.is_file():  # the explained model's own training record (validation metrics)
+        saved = json.loads(summary.read_text(encoding="utf-8"))
+        results["model_summary"] = {k: saved.get(k) for k in (
+            "train_examples", "steps", "train_seconds", "precision", "validation_metrics")}
     if args.no_faithfulness:
         results["n"] = args.ig_n
     else:

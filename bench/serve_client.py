@@ -9,8 +9,9 @@ on a loaded 2-core machine it could not send more than about 45 requests per sec
 a server that answers at once, so it measured itself, not the server
 (``--client httpx`` keeps it for comparison).
 
-A 503 is counted and its ``Retry-After`` honoured (capped), as a well-behaved client does;
-every other status is counted by code, and failed connections as ``conn``.
+A 503 is counted and its ``Retry-After`` honoured (capped; a cap of 0 retries at once, a
+client that does not back off); every other status is counted by code, and failed
+connections as ``conn``.
 """
 
 from __future__ import annotations
@@ -132,8 +133,10 @@ async def run_clients(port: int, requests: list[bytes], concurrency: int, max_re
 
 
 async def run_httpx(port: int, path: str, bodies: list[dict[str, Any]], concurrency: int,
-                    max_requests: int, seconds: float) -> dict[str, Any]:
-    """The same closed loop through one ``httpx.AsyncClient`` (the old generator)."""
+                    max_requests: int, seconds: float, retry_after_cap: float = 0.0
+                    ) -> dict[str, Any]:
+    """The same closed loop through one ``httpx.AsyncClient`` (the old generator); a 503's
+    ``Retry-After`` is honoured up to ``retry_after_cap`` seconds (0: retried at once)."""
     import httpx
 
     tally = Tally()
@@ -158,6 +161,9 @@ async def run_httpx(port: int, path: str, bodies: list[dict[str, Any]], concurre
                 tally.codes[str(response.status_code)] += 1
                 if response.status_code == 200:
                     tally.latencies.append(time.perf_counter() - t0)
+                elif response.status_code == 503 and retry_after_cap > 0:
+                    wait = float(response.headers.get("retry-after") or 1)
+                    await asyncio.sleep(min(wait, retry_after_cap))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start

@@ -13,8 +13,11 @@ Targets (each a separate server process on a free loopback port, started and sto
 Each target is driven by 1, 8, 32, 100 and 300 closed-loop clients (`serve_client.py`: raw
 asyncio HTTP/1.1 keep-alive connections; a 503 is retried after its Retry-After) sending
 SST-2 dev sentences, one per request, for at most --requests requests or --seconds seconds
-per cell. A cell records req/s of 200 answers, p50 / p99 / max latency, errors split by
-status, and for lmforge the mean batch size and event-loop lag from /metrics.
+per cell (after --warmup seconds of the same load, untimed). With --retry at-once the
+clients send again as soon as a 503 arrives (clients that do not back off; issue 27), and
+--concurrency 32 100 300 1000 adds the flood levels. A cell records req/s of 200 answers,
+p50 / p99 / max latency, errors split by status, and for lmforge the mean batch size and
+event-loop lag from /metrics.
 
 With --pin (where `taskset` exists) the matrix runs again with the load generator on core 0
 and the server on core 1. --accuracy sends the 872 dev sentences through every target once.
@@ -120,6 +123,8 @@ def targets(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     serve = [sys.executable, "-m", "lmforge", "serve", "log_level=warning",
              f"max_batch_size={args.max_batch_size}", f"max_wait_ms={args.max_wait_ms}",
              f"max_queue={args.max_queue}"]
+    if args.latency_budget_ms is not None:
+        serve.append(f"latency_budget_ms={args.latency_budget_ms}")
     out = [{"name": "lmforge torch fp32", "cmd": serve + [args.run, "precision=fp32",
                                                           f"threads={threads}"]}]
     best = out[0]
@@ -210,13 +215,24 @@ def drive_cell(port: int, target: dict[str, Any], texts: list[str], concurrency:
     # With workers=2 each scrape reaches one of two processes: their metrics do not add up.
     single = not target["peer"] and "workers" not in target["name"]
     before = scrape(port) if single else {}
+    cap = 0.0 if args.retry == "at-once" else 2.0  # longest Retry-After honoured
     if args.client == "httpx":
-        row = run(run_httpx(port, "/classify", [{"text": t} for t in texts], concurrency,
-                            args.requests, args.seconds))
+        bodies = [{"text": t} for t in texts]
+        if args.warmup:
+            run(run_httpx(port, "/classify", bodies, concurrency, 10**9, args.warmup, cap))
+            before = scrape(port) if single else {}
+        row = run(run_httpx(port, "/classify", bodies, concurrency, args.requests,
+                            args.seconds, cap))
     else:
         requests = [encode("/classify", {"text": t}) for t in texts]
         run(run_clients(port, requests[:8], min(concurrency, 8), 8, 30))  # warm the pool
-        row = run(run_clients(port, requests, concurrency, args.requests, args.seconds))
+        if args.warmup:  # the same load, untimed: queues and throughput estimates settle
+            run(run_clients(port, requests, concurrency, 10**9, args.warmup,
+                            retry_after_cap=cap))
+            before = scrape(port) if single else {}
+        row = run(run_clients(port, requests, concurrency, args.requests, args.seconds,
+                              retry_after_cap=cap))
+    row["retry"] = args.retry
     if single:
         after = scrape(port)
         batches = after["lmforge_batch_size_count"] - before["lmforge_batch_size_count"]
@@ -343,7 +359,7 @@ def summarize(rows: list[dict[str, Any]], peer: str = "peer: pipeline per reques
               ) -> dict[str, Any]:
     """The goals' numbers from a matrix: ratios to the peer, overload vs best lower load."""
     cells = {(r["target"], r["concurrency"]): r for r in rows if "failed" not in r}
-    out: dict[str, Any] = {"vs_peer": {}, "overload": {}}
+    out: dict[str, Any] = {"vs_peer": {}, "overload": {}, "goals": {}}
     for (target, concurrency), row in cells.items():
         base = cells.get((peer, concurrency))
         if target != peer and base and base["req_per_s"]:
@@ -351,6 +367,11 @@ def summarize(rows: list[dict[str, Any]], peer: str = "peer: pipeline per reques
                 row["req_per_s"] / base["req_per_s"], 2)
     for target in {t for t, _ in cells}:
         levels = sorted(c for t, c in cells if t == target)
+        best = max(cells[(target, c)]["req_per_s"] for c in levels)
+        for high in (c for c in levels if c >= 300 and best):
+            # Issue 27's goal: >= 0.9 of the best goodput at any concurrency.
+            out["goals"][f"{target} at {high} clients / best at any"] = round(
+                cells[(target, high)]["req_per_s"] / best, 2)
         for high in (c for c in levels if c >= 100):
             lower = [cells[(target, c)]["req_per_s"] for c in levels if c < 100]
             if lower and max(lower):
@@ -362,7 +383,9 @@ def summarize(rows: list[dict[str, Any]], peer: str = "peer: pipeline per reques
 def render_matrix(data: dict[str, Any]) -> list[str]:
     """The markdown of a serve_load results file."""
     machine = data["machine"]
-    md = [f"# lmforge serve vs a pipeline-per-request server ({data['client']} client)", "",
+    retry = {"at-once": ", clients retry 503s at once"}.get(data.get("retry", "honour"), "")
+    md = [f"# lmforge serve vs a pipeline-per-request server ({data['client']} client"
+          f"{retry})", "",
           f"{machine['cpu']}, {machine['cores']} cores, load average "
           f"{machine['load_avg_1m_at_start']} at start, "
           f"{machine.get('load_avg_1m_at_end', '?')} at end; threads {data['threads']}, "
@@ -380,8 +403,8 @@ def render_matrix(data: dict[str, Any]) -> list[str]:
     for key, title in (("summary", "shared cores"), ("summary_pinned", "pinned")):
         if data.get(key):
             md += ["", f"## Ratios ({title})", "", "| ratio | value |", "|---|---:|"]
-            md += [f"| {k} | {v:.2f} |" for part in ("vs_peer", "overload")
-                   for k, v in sorted(data[key][part].items())]
+            md += [f"| {k} | {v:.2f} |" for part in ("vs_peer", "overload", "goals")
+                   for k, v in sorted(data[key].get(part, {}).items())]
     return md
 
 
@@ -404,7 +427,14 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--max-queue", type=int, default=128)
+    parser.add_argument("--latency-budget-ms", type=float, help="lmforge's latency_budget_ms "
+                        "(default: the server's)")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
+    parser.add_argument("--retry", choices=["honour", "at-once"], default="honour",
+                        help="after a 503: wait its Retry-After (at most 2 s), or send again "
+                             "at once (clients that do not back off)")
+    parser.add_argument("--warmup", type=float, default=0.0, help="seconds of untimed load "
+                        "at each cell's concurrency before it is measured")
     parser.add_argument("--pin", action="store_true", help="also run the matrix pinned")
     parser.add_argument("--accuracy", action="store_true", help="dev accuracy per target")
     parser.add_argument("--soak", type=float, default=0.0, help="soak seconds (0: none)")
@@ -441,7 +471,9 @@ def main() -> None:
             "threads": args.threads, "max_batch_size": args.max_batch_size,
             "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
             "client": args.client, "requests_per_cell": args.requests,
-            "seconds_per_cell": args.seconds}
+            "seconds_per_cell": args.seconds, "retry": args.retry,
+            "latency_budget_ms": args.latency_budget_ms,
+            "warmup_s": args.warmup}
     with tempfile.TemporaryDirectory(prefix="lmforge-serve-bench-") as tmp:
         work = Path(tmp)
         if not args.skip_matrix:

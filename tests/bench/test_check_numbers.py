@@ -334,3 +334,209 @@ def test_formats(fmt: str, raw: float, shown: str, ok: bool) -> None:
     (number,) = check_numbers.numbers_in(shown)
     fmt_ = sys.modules["cellmap"].parse_format(fmt)
     assert fmt_.matches(number.text, number.value, number.step, raw) is ok
+
+
+# --- prose: every number of the text bound to its raw value or declared not one (issue 23) ---
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+prosemap = sys.modules["prosemap"]
+
+PROSE = """# B
+
+## Section
+
+lmforge ran 2.80x the peer (5.687 vs 5.682 loss) at batch 32 on 2026-11-30 with torch 2.13.0.
+<!-- nums x.json
+2.80x = ratio(rows.lmforge.tps, rows.peer.tps) x2
+5.687 = rows.lmforge.loss f3
+5.682 = rows.peer.loss f3
+- 32  # the batch size (a setting)
+-->
+"""
+PROSE_RAW = {"rows": {"lmforge": {"tps": 16515.1, "loss": 5.68717}, "peer": {"tps": 5888.3,
+                                                                             "loss": 5.68154}}}
+
+
+def _prose(tmp_path: Path, text: str = PROSE, raw: dict | None = None) -> list[str]:
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "x.json").write_text(json.dumps(raw or PROSE_RAW))
+    doc = tmp_path / "B.md"
+    doc.write_text(text, encoding="utf-8")
+    return check_numbers.check_file(doc)
+
+
+def test_a_bound_paragraph_passes_and_is_counted(tmp_path: Path) -> None:
+    assert _prose(tmp_path) == []
+    report = check_numbers.prose_report_file(tmp_path / "B.md")
+    assert (report.bound, report.declared) == (3, 1)
+
+
+@pytest.mark.parametrize(("old", "new"), [("2.80x", "2.81x"), ("5.687 vs", "5.688 vs")])
+def test_a_changed_prose_digit_fails(tmp_path: Path, old: str, new: str) -> None:
+    text = PROSE.replace(old, new, 1)
+    (problem,) = _prose(tmp_path, text)
+    assert "paragraph at line 5 (under 'Section')" in problem
+    assert f"number {'1' if 'x' in old else '2'} is {new.split()[0]} in the text" in problem
+
+
+def test_a_changed_prose_digit_fails_even_with_its_block_edited_alike(tmp_path: Path) -> None:
+    text = PROSE.replace("2.80x", "2.81x")
+    (problem,) = _prose(tmp_path, text)
+    assert "shows 2.81x but ratio(rows.lmforge.tps, rows.peer.tps) (x2) is 2.80" in problem
+
+
+def test_swapped_prose_numbers_fail(tmp_path: Path) -> None:
+    text = PROSE.replace("(5.687 vs 5.682 loss)", "(5.682 vs 5.687 loss)")
+    (problem,) = _prose(tmp_path, text)
+    assert "number 2 is 5.682 in the text but 5.687 in the block" in problem
+    both = text.replace("5.687 = rows.lmforge", "X").replace(
+        "5.682 = rows.peer", "5.687 = rows.peer").replace("X", "5.682 = rows.lmforge")
+    problems = _prose(tmp_path / "b", both)
+    assert len(problems) == 2 and all("shows" in p for p in problems)
+
+
+def test_an_unbound_measurement_looking_number_fails(tmp_path: Path) -> None:
+    (problem,) = _prose(tmp_path, PROSE + "\nThe run took 246 s and 38.3 % of the peak.\n")
+    assert "paragraph at line 13" in problem
+    assert "246, 38.3 %: no <!-- nums --> block binds these numbers" in problem
+    (problem,) = _prose(tmp_path / "b", PROSE.replace("batch 32", "batch 32 in 246 s"))
+    assert "its text shows 5 number(s), its nums block lists 4" in problem
+
+
+def test_numbers_that_are_never_asked_for(tmp_path: Path) -> None:
+    text = ("# Title 2026 with 5 numbers\n\nOn 2026-11-30 at 07:38-07:56, torch 2.13.0+cpu on "
+            "127.0.0.1, `lr=5e-5 batch=32`, [a link](bench/results/x-1000steps.json), MiniLM-L6, "
+            "TREC-6, p99, 8k and 22.7M:\n1. a numbered item\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    found = [n.text for u in prosemap.find_units(text.splitlines()) for n in u.numbers()]
+    assert found == []
+
+
+def test_how_prose_numbers_are_read() -> None:
+    found = [n.text for n in prosemap.prose_numbers(
+        "3-5 % of 1.3-3.8 s, -0.353 and +0.018, 2.9e-6, 1,114 MiB, 约14分钟, 86.2%（68.7%）")]
+    assert found == ["3", "5 %", "1.3", "3.8", "-0.353", "+0.018", "2.9e-6", "1,114", "14",
+                     "86.2%", "68.7%"]
+
+
+def test_a_block_in_a_list_binds_the_item_above_it(tmp_path: Path) -> None:
+    text = PROSE + ("\n- first item, 5.687\n  <!-- nums x.json\n  5.687 = rows.lmforge.loss f3\n"
+                    "  -->\n- second item, declared 7\n  <!-- nums\n  - 7  # a count\n  -->\n")
+    assert _prose(tmp_path, text) == []
+    broken = text.replace("- second item, declared 7", "- second item, declared 8")
+    (problem,) = _prose(tmp_path / "b", broken)
+    assert "number 1 is 8 in the text but 7 in the block" in problem
+
+
+def test_a_bad_nums_block_fails(tmp_path: Path) -> None:
+    (problem,) = _prose(tmp_path, PROSE.replace("5.682 = rows.peer.loss f3", "5.682 rows"))
+    assert "cannot read nums line '5.682 rows'" in problem
+    (problem,) = _prose(tmp_path / "b", PROSE.replace("rows.peer.loss f3", "rows.peer.los f3"))
+    assert "5.682: x.json:rows.peer.los: no key 'los'" in problem
+
+
+def test_readme_is_checked_by_default_and_passes() -> None:
+    assert "README.md" in check_numbers.DEFAULT_FILES
+    assert check_numbers.check_file(ROOT / "README.md") == []
+    assert check_numbers.prose_report_file(ROOT / "README.md").bound > 0
+
+
+def _bound_numbers(text: str):
+    """(unit, index) of every bound prose number of a markdown text."""
+    for unit in prosemap.find_units(text.splitlines()):
+        if unit.block is None:
+            continue
+        for index, entry in enumerate(unit.block.entries):
+            if entry.value is not None:
+                yield unit, index
+
+
+def _bump_prose_number(unit, index: int, delta: int = 1):
+    """A copy of ``unit`` whose ``index``-th number has its last digit moved (block unchanged,
+    so the text no longer reads as the block lists it) and one whose block moves alike."""
+    text = "\n".join(unit.lines)
+    _, (_, end) = list(prosemap.number_spans(text))[index]
+    last = int(text[end - 1]) + delta
+    if not 0 <= last <= 9:
+        last = int(text[end - 1]) - delta
+    new_text = text[:end - 1] + str(last) + text[end:]
+    edited = prosemap.Unit(unit.line, new_text.split("\n"), unit.heading, unit.block)
+    new_number = edited.numbers()[index].text
+    block = prosemap.Block(unit.block.line, unit.block.sources, [
+        prosemap.Entry(new_number, e.value, e.fmt) if k == index else e
+        for k, e in enumerate(unit.block.entries)])
+    return edited, prosemap.Unit(unit.line, edited.lines, unit.heading, block)
+
+
+@pytest.mark.parametrize("name", ["README.md", "BENCHMARKS.md"])
+def test_every_bound_prose_number_fails_when_its_last_digit_moves(name: str) -> None:
+    """Sweep: each bound number, its last digit +1, is caught both by its text (the block no
+    longer lists it) and by its value (when the block is edited to read the same)."""
+    text = (ROOT / name).read_text(encoding="utf-8")
+    missed = []
+    for unit, index in _bound_numbers(text):
+        edited, both = _bump_prose_number(unit, index)
+        if not prosemap.check_unit(edited, ROOT)[0] or not prosemap.check_unit(both, ROOT)[0]:
+            missed.append(f"{name} line {unit.line} number {index + 1}")
+    assert not missed, missed
+
+
+def test_readme_main_job_numbers_are_bound_to_the_demo_results_file() -> None:
+    (unit,) = [u for u in prosemap.find_units(README.splitlines())
+               if u.block is not None and "demo.json" in u.block.sources]
+    values = [e.value for e in unit.block.entries]
+    assert {"test_metrics.accuracy", "test_metrics.f1_macro", "test_metrics.roc_auc_macro",
+            "test_split.majority_class_accuracy", "main_job.train_seconds",
+            "main_job.steps"} <= set(values)
+    edited, both = _bump_prose_number(unit, values.index("test_metrics.accuracy"))
+    (problem,) = prosemap.check_unit(edited, ROOT)[0]
+    assert "in the text but" in problem
+    (problem,) = prosemap.check_unit(both, ROOT)[0]
+    assert "but test_metrics.accuracy (f3) is" in problem
+
+
+def test_every_table_of_benchmarks_md_and_readme_is_mapped_cell_by_cell() -> None:
+    for name in check_numbers.DEFAULT_FILES:
+        for report in check_numbers.report_file(ROOT / name):
+            assert report.mapped and not report.unmapped_cells, report.summary()
+
+
+def test_a_markdown_source_and_list_lengths_can_be_mapped(tmp_path: Path) -> None:
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    (results / "r.md").write_text("# r\n\nOn the 872 dev sentences; 34 s.\n\n"
+                                  "| prompt | accuracy |\n|---|---|\n| it_was | 50.9 |\n"
+                                  "| ensemble (mean p) | 48.4 |\n")
+    (results / "y.json").write_text(json.dumps({"words": ["a", "b", "c"]}))
+    doc = tmp_path / "B.md"
+    doc.write_text(
+        "# B\n\n## S\n\nSource: [bench/results/r.md](bench/results/r.md) · command: `x`\n\n"
+        "<!-- cells\nrows: tables.0[prompt=it_was] | tables.0[prompt=\"ensemble (mean p)\"]\n"
+        "acc: {row}.accuracy f1\n[1] dev: numbers.0 int\n-->\n\n| run | acc | dev |\n"
+        "|---|---|---|\n| a | 50.9 | 872 |\n| b | 48.4 | |\n\nThe example has 3 words.\n"
+        "<!-- nums y.json\n"
+        "3 = words[len] int\n-->\n")
+    assert check_numbers.check_file(doc) == []
+    doc.write_text(doc.read_text().replace("| b | 48.4 |", "| b | 50.9 |").replace(
+        "has 3 words", "has 4 words").replace("3 = words", "4 = words"))
+    problems = check_numbers.check_file(doc)
+    assert len(problems) == 2
+    assert "shows 50.9 but tables.0[prompt=\"ensemble (mean p)\"].accuracy (f1) is 48.4" in \
+        problems[0]
+    assert "shows 4 but words[len] (int) is 3" in problems[1]
+
+
+def test_a_row_prefix_may_name_a_whole_file(tmp_path: Path) -> None:
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    for name, acc in (("a", 0.791), ("b", 0.47)):
+        (results / f"{name}.json").write_text(json.dumps({"lmforge": {"accuracy": acc}}))
+    doc = tmp_path / "B.md"
+    doc.write_text("# B\n\n## S\n\nSource: [bench/results/a.json](bench/results/a.json), "
+                   "[bench/results/b.json](bench/results/b.json)\n\n<!-- cells\n"
+                   "rows: a.json: | b.json:\nacc: {row}.lmforge.accuracy pct1\n-->\n\n"
+                   "| task | acc |\n|---|---:|\n| a | 79.1 |\n| b | 47.0 |\n")
+    assert check_numbers.check_file(doc) == []
+    doc.write_text(doc.read_text().replace("| a | 79.1 |", "| a | 47.0 |").replace(
+        "| b | 47.0 |", "| b | 79.1 |"))
+    assert len(check_numbers.check_file(doc)) == 2

@@ -15,7 +15,7 @@ from lmforge.commands.registry import COMMANDS, Command, pipeline_commands
 from lmforge.commands.runner import resolve_job
 from lmforge.config import iter_options
 from lmforge.errors import ConfigError
-from lmforge.finetuning.task import TASKS, all_tasks, get_task
+from lmforge.finetuning.task import TASKS, TaskEntry, all_tasks, get_task
 from tests.commands.toy_command import ToyJob
 from tests.finetuning.test_registry import test_task_provides_what_other_stages_ask
 
@@ -93,12 +93,18 @@ def test_a_toy_command_is_one_module_plus_one_registry_line(
 def test_a_toy_task_is_one_module_plus_one_registry_line(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setitem(TASKS, "toy", "tests.commands.toy_task:ToyTask")  # the one line
+    monkeypatch.setitem(TASKS, "toy", TaskEntry("tests.commands.toy_task:ToyTask",
+                                                "tests.commands.toy_task:ToyConfig"))  # one line
     assert get_task("toy").name == "toy" and "toy" in all_tasks()
     # Everything serving, export, PEFT, tuning, explaining and attacks ask of a task.
     test_task_provides_what_other_stages_ask("toy", tmp_path)
     # The finetune config accepts it and its help names it.
     job = resolve_job("finetune", overrides=("task.name=toy",))
-    assert job.task.name == "toy"
+    assert job.task.name == "toy" and type(job.task).__name__ == "ToyConfig"
+    # Its section holds its own options, and only those.
+    assert resolve_job("finetune", overrides=("task.name=toy", "task.label_column=stance")) \
+        .task.label_column == "stance"
+    with pytest.raises(ConfigError, match="task.doc_stride is an option of task.name=qa"):
+        resolve_job("finetune", overrides=("task.name=toy", "task.doc_stride=64"))
     with pytest.raises(ConfigError, match="task.name"):
         resolve_job("finetune", overrides=("task.name=toyy",))

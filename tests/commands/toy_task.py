@@ -7,9 +7,16 @@ check that every part of the system sees it without naming it anywhere.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
+from lmforge.finetuning.classification.settings import ClassificationConfig
 from lmforge.finetuning.classification.task import ClassificationTask
+
+
+@dataclass
+class ToyConfig(ClassificationConfig):
+    """``task`` when ``task.name=toy``: a classifier's options (columns, labels)."""
 
 
 class ToyTask(ClassificationTask):

@@ -120,7 +120,9 @@ def test_onnx_matches_pytorch_and_predict_runs_on_it(
 
 
 def test_int8_reports_sizes_diffs_and_metrics_against_fp32(
-        cls_export: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+        cls_run: tuple[Path, Path], cls_export: tuple[Path, dict[str, Any]],
+        tmp_path: Path) -> None:
+    run, test_file = cls_run
     out, summary = cls_export
     assert summary == json.loads((out / "summary.json").read_text())
     sizes = summary["size_mb"]
@@ -138,6 +140,26 @@ def test_int8_reports_sizes_diffs_and_metrics_against_fp32(
         assert (out / "eval" / backend / "predictions.jsonl").is_file(), backend
     rows = _predict(tmp_path, out / "onnx-int8", "int8")
     assert len(rows) == len(TEXTS) and all(r["label"] in ("none", "one", "two") for r in rows)
+    # Each backend's accuracy is its own predictions' (recomputed here on the 40 test rows
+    # with the exported folders), and the model learned: above the best constant answer.
+    lines = [line.rsplit(",", 1) for line in test_file.read_text().splitlines()[1:]]
+    records, truth = [{"text": t} for t, _ in lines], [y for _, y in lines]
+    loaded = load_finetuned(str(run))
+    predicted = {"pytorch": loaded.task.predict(loaded.model, loaded.tokenizer,
+                                                loaded.settings, records)}
+    for backend in ("onnx", "onnx-int8"):
+        model, tokenizer, task, settings = load_onnx_model(out / backend)
+        predicted[backend] = task.predict(model, tokenizer, settings, records)
+    accuracy = {k: sum(r["label"] == y for r, y in zip(v, truth, strict=True)) / len(truth)
+                for k, v in predicted.items()}
+    assert [pt["accuracy"], fp32["accuracy"], int8["accuracy"]] == pytest.approx(
+        [accuracy["pytorch"], accuracy["onnx"], accuracy["onnx-int8"]])
+    constant = max(truth.count(y) for y in set(truth)) / len(truth)
+    assert pt["accuracy"] >= constant + 0.2, (pt["accuracy"], constant)
+    # int8 changes the scores a little and the decisions hardly at all.
+    agree = sum(a["label"] == b["label"] for a, b in zip(predicted["onnx-int8"],
+                                                          predicted["pytorch"], strict=True))
+    assert agree >= 0.9 * len(truth)
 
 
 def test_lora_model_is_merged_and_predicts_the_same(

@@ -117,6 +117,19 @@ def test_nan_loss_before_any_checkpoint_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_the_best_step_has_a_checkpoint_when_saves_and_evaluations_do_not_line_up(
+        tmp_path: Path) -> None:
+    # Evaluations every 2 steps, saves every 7: each new best is saved as well, so the
+    # best weights that finetune restores at the end exist (they did not: a traceback).
+    # "Best" is the highest loss here, so the best step is an early one, not the last.
+    eng = engine(tmp_path, max_steps=12, eval_every=2, save_every=7, keep_last=1,
+                 metric_for_best="eval_loss", greater_is_better=True)
+    eng.train()
+    best = eng.state.best_step
+    assert best is not None and best % 7 != 0 and best != 12
+    assert (tmp_path / "checkpoints" / f"step-{best:08d}" / "model.safetensors").is_file()
+
+
 def test_checkpoint_round_trip_prune_and_best(tmp_path: Path) -> None:
     eng = engine(tmp_path, save_every=5, eval_every=5, keep_last=1)
     eng.train()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,31 @@ def test_bad_input_is_one_line_and_exit_2(sentiment_run: Path, tmp_path: Path,
                  f"--output-dir={tmp_path / 'x'}", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize(("name", "data"), [
+    ("in.txt", "the film was good\nc'était très bon\n".encode("latin-1")),
+    ("in.jsonl", '{"text": "très bon"}\n'.encode("latin-1")),
+    ("in.tsv", "text\ntrès bon\n".encode("cp1252")),
+    ("in.txt", "the film was good\n".encode("utf-16")),
+])
+@pytest.mark.parametrize("command", ["explain", "predict"])
+def test_input_files_and_stdin_that_are_not_utf8_are_one_line_errors(
+        sentiment_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, command: str, name: str, data: bytes) -> None:
+    inputs = tmp_path / name
+    inputs.write_bytes(data)
+    extra = ["methods=[occlusion]", f"--output-dir={tmp_path / 'x'}"] \
+        if command == "explain" else []
+    code = main([command, str(sentiment_run), f"input={inputs}", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"{name}' is not UTF-8 text (line " in err[0] and "iconv" in err[0], err
+    if name == "in.txt":  # the same text piped in
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        code = main([command, str(sentiment_run), "input=-", *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "standard input is not UTF-8" in err[0], err
 
 
 def test_empty_text_and_generative_tasks_are_refused(sentiment_run: Path,

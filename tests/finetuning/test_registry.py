@@ -14,7 +14,8 @@ from pydantic import ValidationError
 import lmforge
 from lmforge.config import from_dict
 from lmforge.finetuning.saved import TASK_FILE, read_settings, write_settings
-from lmforge.finetuning.task import TASKS, Task, TaskSettings, get_task
+from lmforge.finetuning.task import TASKS, Task, TaskSettings, get_task, task_config
+from lmforge.peft.methods import PeftTask
 from lmforge.wire import Route
 
 SRC = Path(lmforge.__file__).parent
@@ -24,8 +25,9 @@ SRC = Path(lmforge.__file__).parent
 def test_task_lives_in_its_own_package(name: str) -> None:
     # The naming rule (docs/architecture.md): finetuning/<name>/{data,task}.py, and an
     # objective.py unless the task is one of the generative tasks sharing generative.py.
-    module, cls = TASKS[name].split(":")
+    module, cls = TASKS[name].task.split(":")
     assert module == f"lmforge.finetuning.{name}.task"
+    assert TASKS[name].config.split(":")[0] == f"lmforge.finetuning.{name}.settings"
     folder = SRC / "finetuning" / name
     task = get_task(name)
     assert (folder / "data.py").is_file() and (folder / "task.py").is_file()
@@ -46,8 +48,12 @@ def test_task_provides_what_other_stages_ask(name: str, tmp_path: Path) -> None:
     loaded_task, loaded = read_settings(tmp_path)
     assert loaded_task.name == name and loaded == settings
     assert from_dict(task.settings_class, dataclasses.asdict(settings)) == settings
-    # PEFT: a peft task type.
+    # PEFT: a peft task type, and every member of the protocol the PEFT methods call.
     assert task.peft_task_type in TaskType.__members__
+    members = set(PeftTask.__annotations__) | {n for n in vars(PeftTask)
+                                               if not n.startswith("_")}
+    assert members >= {"name", "has_head", "load_model"}
+    assert all(hasattr(task, member) for member in members), members
     # An example record that the task's own check accepts (server warm-up, fuzzing).
     record = task.example_record(settings)
     assert task.check_record(settings, record) is None
@@ -133,8 +139,12 @@ def test_the_name_guard_sees_literals_but_not_docstrings(tmp_path: Path) -> None
 def test_task_declares_its_tuning_explain_and_attack_facts(name: str) -> None:
     # lmforge tune, explain and attack ask the task; what they get lives in its package.
     task = get_task(name)
-    for multi_label in (False, True):
-        metrics = task.tuning_objectives(multi_label)
+    options = task_config(name)
+    variants = [options]
+    if hasattr(options, "multi_label"):  # classification reports other metrics then
+        variants.append(dataclasses.replace(options, multi_label=True))
+    for variant in variants:
+        metrics = task.tuning_objectives(variant)
         assert metrics[0] == "eval_loss" and all(m.startswith("eval_") for m in metrics)
     for declared, module in ((task.explain_adapter(), "explain"),
                              (task.attack_target(), "attack")):

@@ -57,7 +57,22 @@ def test_zero_shot_cloze_with_masked_lm(tmp_path: Path, mlm_dir: Path, sentiment
 
 
 def test_icl_calibrated_with_causal_lm(tmp_path: Path, llama_dir: Path, sentiment_dir: Path,
-                                       prompts_file: Path) -> None:
+                                       prompts_file: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from lmforge.commands import prompt as command
+
+    scored: list[tuple[str, list[str], np.ndarray]] = []  # (template, texts, label probs)
+    probs = command.Scorer.probs
+
+    def record_probs(self: object, template: object, texts: list[str],
+                     contexts: list[str] | None = None):  # noqa: ANN202
+        out = probs(self, template, texts, contexts)
+        scored.append((template.name, list(texts), np.asarray(out)))  # type: ignore[attr-defined]
+        return out
+
+    monkeypatch.setattr(command.Scorer, "probs", record_probs)
     summary = _run(tmp_path / "icl", f"data.path={sentiment_dir}",
                    f"model.pretrained={llama_dir}", f"templates={prompts_file}", "mode=icl",
                    "shots=2", "calibrate=true", "chat_template=true", "max_examples=8")
@@ -76,6 +91,32 @@ def test_icl_calibrated_with_causal_lm(tmp_path: Path, llama_dir: Path, sentimen
     assert len(rows) == 8
     assert summary["ensemble"]["calibrated_accuracy"] == pytest.approx(
         sum(r["predicted"] == r["label"] for r in rows) / 8)
+    # Recomputed here from the model's label probabilities (recorded as scored): each
+    # template's p_cf is the mean over the content-free inputs, its calibrated prediction
+    # argmax p / p_cf (Zhao et al. 2021), and the accuracies follow from the labels.
+    label_of = dict(line.split("\t") for line in
+                    (sentiment_dir / "dev.tsv").read_text().splitlines()[1:])
+    inputs = {name: (texts, p) for name, texts, p in scored if len(texts) == 8}
+    assert list(inputs) == ["it_was", "review"] and len(scored) == 4
+    calibrated = []
+    for name, texts, cf in scored:
+        if name not in inputs or texts == inputs[name][0]:
+            continue
+        texts, p = inputs[name]
+        y = np.array([int(label_of[t]) for t in texts])
+        p_cf = cf.mean(axis=0) / cf.mean(axis=0).sum()
+        calibrated.append(p / p_cf / (p / p_cf).sum(axis=1, keepdims=True))
+        metrics = summary["templates"][name]
+        assert metrics["p_cf"] == pytest.approx(p_cf.tolist(), abs=1e-6)
+        assert metrics["accuracy"] == pytest.approx(float((p.argmax(1) == y).mean()))
+        assert metrics["calibrated_accuracy"] == pytest.approx(
+            float((calibrated[-1].argmax(1) == y).mean()))
+    assert len(calibrated) == 2
+    assert summary["ensemble"]["calibrated_accuracy"] == pytest.approx(
+        float((np.mean(calibrated, axis=0).argmax(1) == y).mean()))
+    # Calibration changes a decision here (review: 3 of 8 right, 2 once calibrated), so the
+    # check above tells calibrated from raw predictions.
+    assert any(m["accuracy"] != m["calibrated_accuracy"] for m in summary["templates"].values())
 
 
 def test_icl_similar_selection_with_model_embeddings(tmp_path: Path, mlm_dir: Path,

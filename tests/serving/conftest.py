@@ -17,8 +17,8 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from lmforge.cli import main
 from lmforge.finetuning.saved import write_settings
-from lmforge.finetuning.settings import FinetuneJob, TaskConfig
-from lmforge.finetuning.task import get_task
+from lmforge.finetuning.settings import FinetuneJob
+from lmforge.finetuning.task import get_task, task_config
 from tests.finetuning.conftest import save_word_encoder
 
 POSITIVE = ["good", "great", "lovely", "wonderful"]
@@ -65,7 +65,7 @@ def make_run(root: Path, task_name: str, base: Path, rows: list[dict[str, Any]],
     """
     from lmforge.finetuning.sft.data import ensure_chat_template
 
-    job = FinetuneJob(task=TaskConfig(name=task_name, **task_options))
+    job = FinetuneJob(task=task_config(task_name, **task_options))
     task = get_task(task_name)
     settings = task.setup(job, datasets.Dataset.from_list(rows))
     torch.manual_seed(0)

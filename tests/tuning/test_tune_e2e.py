@@ -5,16 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 import yaml
 
 import lmforge
+import lmforge.commands.tune as tune_command
 from lmforge.cli import main
+from lmforge.engine.hooks import StepHook
 from tests.tuning.conftest import finetune_config, write_yaml
 
 SPACE = {"train.lr": {"log_uniform": [1e-3, 1e-2]}, "train.batch_size": [8, 16]}
@@ -63,7 +67,7 @@ def test_study_outputs_best_yaml_reproduces_and_test_is_used_once(
     assert rerun.summary["final"]["test_evaluations"] == 1
 
 
-def test_resume_continues_the_study_and_pruning_stops_trials(
+def test_resume_continues_the_study_and_retries_a_dead_workers_trial(
         tiny_task: tuple[Path, Path], tmp_path: Path) -> None:
     encoder, data = tiny_task
     space = write_yaml(tmp_path / "space.yaml", SPACE)
@@ -93,6 +97,41 @@ def test_resume_continues_the_study_and_pruning_stops_trials(
         assert (Path(t.user_attrs["run_dir"]) / "summary.json").is_file()
 
 
+def test_median_pruner_stops_a_diverging_trial_at_its_first_evaluation(
+        tiny_task: tuple[Path, Path], tmp_path: Path) -> None:
+    """A trial far worse than the finished one is pruned, and stops there.
+
+    The order is fixed by enqueueing both trials: lr=1e-6 barely moves the model (eval loss
+    stays near ln 2 = 0.69), lr=0.1 makes it diverge (eval loss about 5.8 after 3 steps).
+    eval_loss, not accuracy, is the objective: on this tiny task both stay at chance accuracy.
+    """
+    encoder, data = tiny_task
+    out = tmp_path / "study"
+    out.mkdir()
+    study = optuna.create_study(
+        study_name="lmforge", direction="minimize",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
+    for lr in (1e-6, 0.1):
+        study.enqueue_trial({"train.lr": lr})
+    space = write_yaml(tmp_path / "space.yaml", {"train.lr": [1e-6, 0.1]})
+    result = _tune(encoder, data, out, space, n_trials=2, objective=["eval_loss"],
+                   pruner="median", prune_startup_trials=1, prune_warmup=0, final="none")
+    assert result.summary["trials"] == {"complete": 1, "pruned": 1}
+    done, pruned = study.get_trials()
+    assert done.state == optuna.trial.TrialState.COMPLETE and done.params["train.lr"] == 1e-6
+    assert pruned.state == optuna.trial.TrialState.PRUNED and pruned.params["train.lr"] == 0.1
+    # 6 steps per epoch, 2 evaluations per epoch: the finished trial reported 4 times, the
+    # pruned one once (step 3 of 12) and then stopped; its run still saved a summary.
+    assert sorted(done.intermediate_values) == [1, 2, 3, 4]
+    assert list(pruned.intermediate_values) == [1]
+    assert pruned.intermediate_values[1] > 2 * done.intermediate_values[1]
+    assert done.user_attrs["steps"] == 12 and pruned.user_attrs["steps"] == 3
+    summary = json.loads((Path(pruned.user_attrs["run_dir"]) / "summary.json").read_text())
+    assert summary["steps"] == 3
+    assert result.summary["best"]["trial"] == done.number
+
+
 def test_two_worker_processes_share_one_study(tiny_task: tuple[Path, Path],
                                               tmp_path: Path) -> None:
     encoder, data = tiny_task
@@ -117,6 +156,111 @@ def test_two_worker_processes_share_one_study(tiny_task: tuple[Path, Path],
     assert 6 <= len(done) <= 7 and len(done) == len(trials)
     assert len({t.user_attrs["worker"] for t in done}) == 2
     assert len({t.number for t in done}) == len(done)
+
+
+class _CtrlC(StepHook):
+    """Ctrl-C during trial 1, at train step 5 (after its checkpoint at step 3)."""
+
+    def on_step_end(self, engine: Any, metrics: dict[str, float]) -> None:
+        if engine.run_dir.name == "trial-0001" and engine.state.global_step == 5:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_trial_resumes_from_its_checkpoint_on_rerun(
+        tiny_task: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder, data = tiny_task
+    space = write_yaml(tmp_path / "space.yaml", {"train.lr": {"log_uniform": [1e-3, 1e-2]}})
+    out = tmp_path / "study"
+    run_command = tune_command.run_command
+    monkeypatch.setattr(tune_command, "run_command", lambda name, job, hooks=(), **kw:
+                        run_command(name, job, hooks=[*hooks, _CtrlC()], **kw))
+    config = finetune_config(encoder, data, log_every=1)
+    tune = {"space": str(space), "n_trials": 2, "plots": False, "pruner": "none",
+            "final": "none"}
+    with pytest.raises(KeyboardInterrupt):
+        lmforge.tune(config, output_dir=str(out), tune=tune)
+    monkeypatch.undo()
+    trial_dir = out / "trials" / "trial-0001"
+    assert [p.name for p in (trial_dir / "checkpoints").iterdir()] == ["step-00000003"]
+    result = lmforge.tune(config, output_dir=str(out), tune=tune)
+    assert result.summary["trials"] == {"complete": 2, "fail": 1}
+    first, interrupted, retry = optuna.load_study(
+        study_name="lmforge", storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))).trials
+    assert interrupted.user_attrs["interrupted"] and retry.user_attrs["retry_of"] == 1
+    assert retry.params == interrupted.params and retry.user_attrs["run_dir"] == str(trial_dir)
+    assert retry.user_attrs["steps"] == 12
+    steps = [json.loads(line)["step"] for line in
+             (trial_dir / "metrics.jsonl").read_text().splitlines() if "train_loss" in line]
+    assert steps == [1, 2, 3, 4, *range(4, 13)]  # resumed at step 3, not restarted
+    assert retry.intermediate_values[1] == interrupted.intermediate_values[1]
+    assert sorted(retry.intermediate_values) == [1, 2, 3, 4]
+    # The interrupted trial shares the retry's folder: the best model survives the clean-up.
+    assert (Path(result.summary["best"]["run_dir"]) / "model").is_dir()
+
+
+# `lmforge tune ARGS` whose trial 1 is killed with SIGKILL at train step 5, after the
+# checkpoint at step 3 (6 steps per epoch, 2 evaluations per epoch): no except / finally runs.
+KILL_AT_STEP_5_OF_TRIAL_1 = """
+import os, signal, sys
+import lmforge.commands.tune as tune
+from lmforge.cli import main
+from lmforge.engine.hooks import StepHook
+
+class Kill(StepHook):
+    def on_step_end(self, engine, metrics):
+        if engine.run_dir.name == "trial-0001" and engine.state.global_step == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+run_command = tune.run_command
+tune.run_command = lambda name, job, hooks=(), **kw: run_command(
+    name, job, hooks=[*hooks, Kill()], **kw)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_trial_killed_with_sigkill_resumes_from_its_checkpoint_on_rerun(
+        tiny_task: tuple[Path, Path], tmp_path: Path) -> None:
+    encoder, data = tiny_task
+    config = write_yaml(tmp_path / "ft.yaml", finetune_config(encoder, data, log_every=1))
+    space = write_yaml(tmp_path / "space.yaml", {"train.lr": {"log_uniform": [1e-3, 1e-2]}})
+    out = tmp_path / "study"
+    args = ["tune", "-c", str(config), "-s", str(space), "--output-dir", str(out),
+            "tune.n_trials=4", "tune.pruner=none", "tune.plots=false", "tune.final=none"]
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_STEP_5_OF_TRIAL_1, *args],
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                            text=True, timeout=240)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    trial_dir = out / "trials" / "trial-0001"
+    assert [p.name for p in (trial_dir / "checkpoints").iterdir()] == ["step-00000003"]
+
+    assert main(args) == 0  # the same command again
+    study = optuna.load_study(study_name="lmforge", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
+    trials = study.get_trials()
+    states = [t.state.name for t in trials]
+    # The killed trial is not a result; its retry is, and the budget holds 4 results.
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE", "COMPLETE"], states
+    killed_trial, retry = trials[1], trials[2]
+    assert killed_trial.user_attrs["interrupted"] and retry.user_attrs["retry_of"] == 1
+    assert retry.params == killed_trial.params
+    assert retry.user_attrs["run_dir"] == str(trial_dir) and retry.user_attrs["steps"] == 12
+    assert retry.user_attrs["seed"] == killed_trial.user_attrs["seed"]
+    # Resumed at step 3, not restarted: steps 1-3 logged once; step 4 again after the kill
+    # (step 5 was killed in its hooks, before its log line).
+    steps = [json.loads(line)["step"] for line in
+             (trial_dir / "metrics.jsonl").read_text().splitlines()
+             if "train_loss" in line]
+    assert steps == [1, 2, 3, 4, *range(4, 13)]
+    # The evaluation before the kill is reported again; then evaluations 2-4 follow it.
+    assert retry.intermediate_values[1] == killed_trial.intermediate_values[1]
+    assert sorted(retry.intermediate_values) == [1, 2, 3, 4]
+    # New trials draw new values (a re-seeded sampler would replay the first run's).
+    lrs = [t.params["train.lr"] for t in trials]
+    assert len(set(lrs)) == 4 and lrs[1] == lrs[2]
+    best = json.loads((out / "summary.json").read_text())["best"]  # its model is kept
+    assert (Path(best["run_dir"]) / "model" / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize(("extra", "message"), [

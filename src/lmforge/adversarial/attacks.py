@@ -259,7 +259,30 @@ def greedy_attack(predict: Predict, texts: Sequence[str], labels: Sequence[int],
     Returns:
         One :class:`AttackResult` per example, in order.
     """
-    probs = predict(list(texts), list(range(len(texts))))
+    states = _initial_states(predict, texts, labels, splitter)
+    active = [s for s in states if s.result is None]
+    _rank_words(predict, active, transformation, stopwords)
+    rngs = {s.index: random.Random(seed * 1_000_003 + s.index) for s in active}
+    while active:
+        # One query batch per round: each example's candidates for its next word.
+        owners = [(state, word_index, cand) for state in active
+                  for word_index, cand in _next_candidates(
+                      state, transformation, rngs[state.index], max_words_fraction,
+                      max_edit_distance)]
+        if not owners:
+            for state in active:
+                _finish(state, "failed", None)
+            break
+        scores = predict([state.render({word_index: cand}) for state, word_index, cand in owners],
+                         [state.index for state, _, _ in owners])
+        active = _keep_best(active, owners, scores, max_words_fraction)
+    return [s.result for s in states if s.result is not None]
+
+
+def _initial_states(predict: Predict, texts: Sequence[str], labels: Sequence[int],
+                    splitter: Callable[[str], list[tuple[int, int]]]) -> list[_State]:
+    """One state per example; those the model already gets wrong are skipped."""
+    probs = predict(list(texts), list(range(len(texts))))  # (N, C)
     states: list[_State] = []
     for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
         spans = splitter(text)
@@ -271,63 +294,65 @@ def greedy_attack(predict: Predict, texts: Sequence[str], labels: Sequence[int],
                                         float(probs[i, pred]), pred, float(probs[i, pred]),
                                         len(spans), queries=1)
         states.append(state)
-    active = [s for s in states if s.result is None]
-    _rank_words(predict, active, transformation, stopwords)
-    rngs = {s.index: random.Random(seed * 1_000_003 + s.index) for s in active}
-    while active:
-        batch_texts: list[str] = []
-        owners: list[tuple[_State, int, str]] = []
-        for state in active:
-            budget = max(1, int(max_words_fraction * len(state.spans)))
-            while state.pointer < len(state.order) and len(state.changed) < budget:
-                word_index = state.order[state.pointer]
-                state.pointer += 1
-                word = state.current[word_index]
-                cands = [c for c in transformation.candidates(word, rngs[state.index])
-                         if c != word]
-                if max_edit_distance is not None:
-                    base = state.edits - edit_distance(state.text[slice(
-                        *state.spans[word_index])], word)
-                    cands = [c for c in cands if base + edit_distance(
-                        state.text[slice(*state.spans[word_index])], c) <= max_edit_distance]
-                if cands:
-                    for cand in cands:
-                        batch_texts.append(state.render({word_index: cand}))
-                        owners.append((state, word_index, cand))
-                    break
-        if not batch_texts:
-            for state in active:
-                _finish(state, "failed", None)
-            break
-        scores = predict(batch_texts, [owner.index for owner, _, _ in owners])
-        best: dict[int, tuple[float, int, str, np.ndarray]] = {}
-        for (state, word_index, cand), row in zip(owners, scores, strict=True):
-            state.queries += 1
-            p = float(row[state.label])
-            if state.index not in best or p < best[state.index][0]:
-                best[state.index] = (p, word_index, cand, row)
-        still = []
-        for state in active:
-            if state.index in best:
-                p, word_index, cand, row = best[state.index]
-                if p < state.prob:
-                    original = state.text[slice(*state.spans[word_index])]
-                    state.edits += edit_distance(original, cand) - edit_distance(
-                        original, state.current[word_index])
-                    state.current[word_index] = cand
-                    state.prob = p
-                    if word_index not in state.changed:
-                        state.changed.append(word_index)
-                if int(row.argmax()) != state.label:
-                    _finish(state, "success", row)
-                    continue
-            budget = max(1, int(max_words_fraction * len(state.spans)))
-            if state.pointer >= len(state.order) or len(state.changed) >= budget:
-                _finish(state, "failed", None)
-            else:
-                still.append(state)
-        active = still
-    return [s.result for s in states if s.result is not None]
+    return states
+
+
+def _budget(state: _State, max_words_fraction: float) -> int:
+    return max(1, int(max_words_fraction * len(state.spans)))
+
+
+def _next_candidates(state: _State, transformation: Any, rng: random.Random,
+                     max_words_fraction: float,
+                     max_edit_distance: int | None) -> list[tuple[int, str]]:
+    """The next word (by importance) that has candidates, with them; ``[]`` when none is left
+    or the example has used its budget of changed words."""
+    while state.pointer < len(state.order) and \
+            len(state.changed) < _budget(state, max_words_fraction):
+        word_index = state.order[state.pointer]
+        state.pointer += 1
+        word = state.current[word_index]
+        cands = [c for c in transformation.candidates(word, rng) if c != word]
+        if max_edit_distance is not None:
+            original = state.text[slice(*state.spans[word_index])]
+            base = state.edits - edit_distance(original, word)
+            cands = [c for c in cands
+                     if base + edit_distance(original, c) <= max_edit_distance]
+        if cands:
+            return [(word_index, cand) for cand in cands]
+    return []
+
+
+def _keep_best(active: list[_State], owners: list[tuple[_State, int, str]],
+               scores: np.ndarray, max_words_fraction: float) -> list[_State]:
+    """Apply each example's best candidate if it lowers the gold label's probability; finish
+    the examples that flipped or ran out of words, and return those still under attack."""
+    best: dict[int, tuple[float, int, str, np.ndarray]] = {}
+    for (state, word_index, cand), row in zip(owners, scores, strict=True):
+        state.queries += 1
+        p = float(row[state.label])
+        if state.index not in best or p < best[state.index][0]:
+            best[state.index] = (p, word_index, cand, row)
+    still = []
+    for state in active:
+        if state.index in best:
+            p, word_index, cand, row = best[state.index]
+            if p < state.prob:
+                original = state.text[slice(*state.spans[word_index])]
+                state.edits += edit_distance(original, cand) - edit_distance(
+                    original, state.current[word_index])
+                state.current[word_index] = cand
+                state.prob = p
+                if word_index not in state.changed:
+                    state.changed.append(word_index)
+            if int(row.argmax()) != state.label:
+                _finish(state, "success", row)
+                continue
+        if state.pointer >= len(state.order) or \
+                len(state.changed) >= _budget(state, max_words_fraction):
+            _finish(state, "failed", None)
+        else:
+            still.append(state)
+    return still
 
 
 def _rank_words(predict: Predict, states: list[_State], transformation: Any,

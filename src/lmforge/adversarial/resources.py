@@ -148,7 +148,7 @@ def find_wordnet(path: str | None = None) -> Path:
     for folder in candidates:
         if (folder / "data.noun").is_file():
             return folder
-    where = f" ({path} has no data.noun)" if path else ""
+    where = f" ({candidates[0]} has no data.noun)" if path or os.environ.get(WORDNET_ENV) else ""
     raise ConfigError(f"WordNet synonyms are needed{where}; {WORDNET_HINT}")
 
 

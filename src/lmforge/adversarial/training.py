@@ -362,7 +362,7 @@ def adversarial_hook(job: Any, tasks: Mapping[str, Any]) -> AdversarialTraining 
                           f"{', '.join(encoders)}, not task.name={job.task.name}")
     adv = job.adv
     return AdversarialTraining(method, adv.epsilon, adv.alpha, adv.steps, adv.init_mag,
-                               adv.rdrop_alpha, multi_label=bool(job.task.multi_label))
+                               adv.rdrop_alpha, multi_label=job.task.sigmoid_outputs())
 
 
 __all__ = ["AdversarialTraining", "EmbeddingPerturbation", "adversarial_hook",

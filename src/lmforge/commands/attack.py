@@ -28,11 +28,12 @@ from lmforge.adversarial.report import text_table, write_html, write_jsonl
 from lmforge.adversarial.resources import STOPWORDS, load_glove, load_wordnet
 from lmforge.adversarial.settings import AttackJob
 from lmforge.adversarial.targets import attack_target
+from lmforge.commands.context import open_run
 from lmforge.config import load_yaml
 from lmforge.data.corpus import load_corpus
 from lmforge.errors import ConfigError, DataError
 from lmforge.predictor import load_predictor
-from lmforge.runs import make_run_dir, save_run_config, write_json
+from lmforge.runs import write_json
 from lmforge.settings import DataConfig
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,9 @@ def run_attack(job: AttackJob, resume: bool = False) -> dict[str, Any]:
     """
     if not job.run:
         raise ConfigError("set the model to attack: lmforge attack RUN_DIR")
+    if not Path(job.run).expanduser().exists():  # the run is named before any resource
+        raise ConfigError(f"run {job.run!r} does not exist; pass a finetune run directory "
+                          "(or its model/ folder, or an ONNX export): lmforge attack RUN_DIR")
     if "synonym" in job.attacks:  # fail fast, before the model loads
         load_wordnet(job.wordnet)
         load_glove(job.glove)
@@ -107,8 +111,8 @@ def run_attack(job: AttackJob, resume: bool = False) -> dict[str, Any]:
     texts, labels = target.read(rows)
     if not texts:
         raise DataError("no examples to attack; check data and split")
-    run_dir = make_run_dir(job.output_dir, "attack")
-    save_run_config(run_dir, job)
+    run = open_run("attack", job)
+    run_dir = run.run_dir
     sections, reports = [], {}
     for name in job.attacks:
         transformation, splitter, stop = _transformation(name, job, target)
@@ -144,8 +148,6 @@ def run_attack(job: AttackJob, resume: bool = False) -> dict[str, Any]:
     write_json(run_dir / REPORT_FILE, report)
     if job.write_to_model and Path(predictor.source).is_dir():
         write_json(Path(predictor.source) / REPORT_FILE, report)
-    summary = {"command": "attack", "run_dir": str(run_dir), "model": predictor.source,
-               "examples": len(texts), "attacks": reports,
-               "report_html": str(run_dir / "report.html")}
-    write_json(run_dir / "summary.json", summary)
+    summary = run.finish({"model": predictor.source, "examples": len(texts), "attacks": reports,
+                          "report_html": str(run_dir / "report.html")})
     return {**summary, "table": "\n".join(text_table(n, s) for n, s in reports.items())}

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lmforge.commands.context import open_run
 from lmforge.errors import DataError
 from lmforge.explaining.adapters import setting, settings_of
 from lmforge.explaining.explainer import Explainer, Explanations, check_budgets, options_from
@@ -15,7 +16,7 @@ from lmforge.explaining.faithfulness import agreement_table, faithfulness_table
 from lmforge.explaining.render import describe, write_html, write_png
 from lmforge.explaining.settings import ExplainJob
 from lmforge.predictor import load_predictor, read_inputs
-from lmforge.runs import make_run_dir, save_run_config, write_json
+from lmforge.runs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +75,17 @@ def run_explain(job: ExplainJob, resume: bool = False) -> dict[str, Any]:
     predictor = load_predictor(job.run, precision="fp32")
     explainer = Explainer(predictor, options, job.words)
     records = _records(job, predictor)
-    out = make_run_dir(job.output_dir, "explain")
-    save_run_config(out, job)
+    run = open_run("explain", job)
+    out = run.run_dir
     log.info("explaining %d input(s) with %s", len(records), ", ".join(job.methods))
     with predictor.lock:
         result = explainer.explain(records, job.methods, job.target, job.entity)
         evaluation = explainer.evaluate(result) if job.evaluate else None
     title = f"lmforge explain: {Path(predictor.source).name} ({predictor.task_name})"
     files = write_outputs(out, result, job, title)
-    summary: dict[str, Any] = {"command": "explain", "run": job.run, "run_dir": str(out),
-                               "examples": len(records), "methods": list(result.scores),
-                               "cost": result.cost, "files": files}
+    summary: dict[str, Any] = {"run": job.run, "examples": len(records),
+                               "methods": list(result.scores), "cost": result.cost,
+                               "files": files}
     table = cost_table(result.cost)
     if evaluation is not None:
         faith = {m: {k: v for k, v in r.items() if k != "per_example"}
@@ -97,5 +98,4 @@ def run_explain(job: ExplainJob, resume: bool = False) -> dict[str, Any]:
                  + agreement_table(evaluation["agreement"]))
         (out / "faithfulness.md").write_text(table + "\n", encoding="utf-8")
         summary["files"].extend(["faithfulness.json", "faithfulness.md"])
-    write_json(out / "summary.json", summary)
-    return {**summary, "table": table}
+    return {**run.finish(summary), "table": table}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from lmforge.commands.context import open_run
 from lmforge.deploy.export import (
     SAMPLE_BATCH_SIZES,
     check_request,
@@ -22,7 +23,6 @@ from lmforge.deploy.export import (
 )
 from lmforge.deploy.settings import ExportJob
 from lmforge.finetuning.saved import load_finetuned
-from lmforge.runs import make_run_dir, save_run_config, write_json
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def run_export(job: ExportJob, resume: bool = False) -> dict[str, Any]:
     run = load_finetuned(job.run)
     model, tokenizer, settings = run.model, run.tokenizer, run.settings
     model.eval()
-    out = make_run_dir(job.output_dir, "export")
-    save_run_config(out, job)
+    run = open_run("export", job)
+    out = run.run_dir
     split = labeled_split(job) if job.data.path else None
     rows = [split[i] for i in range(min(len(split), max(SAMPLE_BATCH_SIZES)))] \
         if split is not None else None
@@ -59,7 +59,7 @@ def run_export(job: ExportJob, resume: bool = False) -> dict[str, Any]:
     headlines = evaluate_models({"pytorch": model}, task, tokenizer, settings, split, job, out) \
         if split is not None else {}
     summary: dict[str, Any] = {
-        "command": "export", "run": job.run, "task": task.name, "run_dir": str(out),
+        "run": job.run, "task": task.name,
         "output_dir": str(out), "formats": {}, "merged_adapter": False,
         "size_mb": {"pytorch": round(sum(p.numel() * p.element_size()
                                          for p in model.parameters()) / 2**20, 4)}}
@@ -87,6 +87,5 @@ def run_export(job: ExportJob, resume: bool = False) -> dict[str, Any]:
             if name != "pytorch":
                 summary[f"delta_points_{name.replace('-', '_')}"] = metric_deltas(
                     task, headlines["pytorch"], headline)
-    write_json(out / "export_summary.json", summary)
-    write_json(out / "summary.json", summary)  # the run-directory contract's name
-    return summary
+    # summary.json is the run-directory contract's name; export_summary.json the older one.
+    return run.finish(summary, copies=("export_summary.json",))

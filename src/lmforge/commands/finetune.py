@@ -8,31 +8,22 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from safetensors.torch import load_model
 
 from lmforge.adversarial.augment import with_augmentation
 from lmforge.adversarial.training import adversarial_hook
-from lmforge.config import to_dict
+from lmforge.commands.context import open_run
 from lmforge.data.corpus import load_corpus
 from lmforge.engine.checkpoint import PREFIX
 from lmforge.engine.hooks import EarlyStopping, StepHook
 from lmforge.engine.loop import Engine
-from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
 from lmforge.finetuning.saved import save_finetuned
 from lmforge.finetuning.settings import FinetuneJob
 from lmforge.finetuning.task import all_tasks, get_task
 from lmforge.models.build import count_parameters, load_tokenizer, resolve_checkpoint
 from lmforge.peft.methods import apply_peft
-from lmforge.runs import (
-    make_run_dir,
-    refuse_earlier_run,
-    save_atomically,
-    save_run_config,
-    write_json,
-)
-from lmforge.tracking import build_loggers
+from lmforge.runs import save_atomically
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +55,8 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
                           "pretrain run directory or a hub name")
     task = get_task(job.task.name)
     job = resolve_selection_metric(job, task)
-    accelerator, precision = make_accelerator(job.train.precision)
-    run_dir = make_run_dir(job.output_dir, "finetune", must_exist=resume)
-    refuse_earlier_run(run_dir, resume)
-    if accelerator.is_main_process:
-        save_run_config(run_dir, job)
+    run = open_run("finetune", job, resume=resume, train=True)
+    run_dir, accelerator = run.run_dir, run.accelerator
     source = resolve_checkpoint(job.model.pretrained)
     tokenizer = load_tokenizer(job.model.tokenizer or source, job.model.trust_remote_code)
     with accelerator.main_process_first():
@@ -76,7 +64,6 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
         settings = task.setup(job, raw["train"])
         encoded = {name: task.encode(split, tokenizer, settings, name)
                    for name, split in raw.items()}
-    torch.manual_seed(job.train.seed)
     model, new_head = task.load_model(source, settings, job.model)
     # PEFT: wrap or freeze before the objective and optimizer see the parameters.
     model = apply_peft(model, job.peft, task, source)
@@ -87,10 +74,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
     if job.train.early_stopping_patience > 0:
         hooks.append(EarlyStopping(job.train.metric_for_best, job.train.early_stopping_patience,
                                    job.train.greater_is_better))
-    loggers = build_loggers(run_dir, job.track.backends, project=job.track.project,
-                            run_name=job.track.run_name or run_dir.name,
-                            is_main_process=accelerator.is_main_process)
-    loggers.log_config(to_dict(job))
+    loggers = run.loggers()
     lengths = [len(ids) for ids in encoded["train"]["input_ids"]] \
         if job.train.group_by_length else None
     # robustness seam (issue 11): data.augment adds augmented copies to training batches only
@@ -127,13 +111,13 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
             folder, model, tokenizer, settings, job.peft, source, job.model.pretrained))
     examples_seen = result.state.global_step * job.train.batch_size * job.train.grad_accum * \
         accelerator.num_processes
-    summary = {
-        "command": "finetune", "run_dir": str(run_dir), "task": task.name,
+    return run.finish({
+        "task": task.name,
         "model_source": source,
         "new_head": new_head, "labels": task.label_names(settings), "parameters": total,
         "peft_method": job.peft.method,
         "trainable_parameters": trainable, "trainable_share": trainable / max(total, 1),
-        "precision": precision, "processes": accelerator.num_processes,
+        "precision": run.precision, "processes": accelerator.num_processes,
         "train_examples": len(encoded["train"]), "steps": result.state.global_step,
         "stopped_early": engine.should_stop, "best_step": best,
         "best_metric": {job.train.metric_for_best: result.state.best_metric},
@@ -142,8 +126,4 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
         **{f"{name}_metrics": report["headline"] for name, report in reports.items()},
         "model_dir": str(run_dir / "model"),
         **({"adversarial": adversarial.report()} if adversarial else {}),
-    }
-    if accelerator.is_main_process:
-        write_json(run_dir / "summary.json", summary)
-    accelerator.wait_for_everyone()
-    return summary
+    })

@@ -11,23 +11,15 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from lmforge.config import to_dict
+from lmforge.commands.context import open_run
 from lmforge.engine.hooks import StepHook
 from lmforge.engine.loop import Engine
-from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError
 from lmforge.models.build import build_model, count_parameters, load_tokenizer
 from lmforge.pretraining.data import data_objective, lm_collator, prepare_splits
 from lmforge.pretraining.objectives import lm_eval_reducer, wrap_for_objective
 from lmforge.pretraining.settings import PretrainJob
-from lmforge.runs import (
-    make_run_dir,
-    refuse_earlier_run,
-    save_atomically,
-    save_run_config,
-    write_json,
-)
-from lmforge.tracking import build_loggers
+from lmforge.runs import save_atomically
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +53,8 @@ def run_pretrain(job: PretrainJob, resume: bool = False,
     Returns:
         The summary written to ``summary.json``.
     """
-    accelerator, precision = make_accelerator(job.train.precision)
-    run_dir = make_run_dir(job.output_dir, "pretrain", must_exist=resume)
-    refuse_earlier_run(run_dir, resume)
-    if accelerator.is_main_process:
-        save_run_config(run_dir, job)
+    run = open_run("pretrain", job, resume=resume, train=True)
+    run_dir, accelerator = run.run_dir, run.accelerator
     objective_data, task = data_objective(job)
     tokenizer = load_tokenizer(_tokenizer_source(job), job.model.trust_remote_code)
     obj = job.objective
@@ -78,10 +67,7 @@ def run_pretrain(job: PretrainJob, resume: bool = False,
     if loaded.new_head and accelerator.is_main_process:
         log.info("%s had no %s head; a new one was created", job.model.pretrained, task)
     lengths = [len(ids) for ids in train_ds["input_ids"]] if job.train.group_by_length else None
-    loggers = build_loggers(run_dir, job.track.backends, project=job.track.project,
-                            run_name=job.track.run_name or run_dir.name,
-                            is_main_process=accelerator.is_main_process)
-    loggers.log_config(to_dict(job))
+    loggers = run.loggers()
     engine = Engine(wrap_for_objective(loaded.model, obj.name), job.train, train_ds,
                     lm_collator(obj.name, tokenizer, obj.mlm_probability, obj.whole_word_mask),
                     run_dir, eval_dataset=eval_ds, eval_reducer=lm_eval_reducer,
@@ -96,15 +82,13 @@ def run_pretrain(job: PretrainJob, resume: bool = False,
     final = result.metrics or (engine.evaluate() if eval_ds is not None else {})
     checksums = rank_checksums(loaded.model, accelerator)
     summary = {
-        "command": "pretrain",
-        "run_dir": str(run_dir),
         "objective": obj.name if task != "mlm+sentence" else f"mlm+{obj.sentence_task}",
         "whole_word_mask": obj.whole_word_mask,
         "model_source": loaded.source,
         "new_head": loaded.new_head,
         "parameters": total,
         "trainable_parameters": trainable,
-        "precision": precision,
+        "precision": run.precision,
         "processes": accelerator.num_processes,
         "rank_checksums": checksums,
         "ranks_in_sync": len(set(checksums)) == 1,
@@ -127,6 +111,4 @@ def run_pretrain(job: PretrainJob, resume: bool = False,
             tokenizer.save_pretrained(folder)
 
         save_atomically(run_dir / "model", _write)
-        write_json(run_dir / "summary.json", summary)
-    accelerator.wait_for_everyone()
-    return summary
+    return run.finish(summary)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from lmforge.commands.context import open_run
 from lmforge.data.corpus import load_corpus
 from lmforge.errors import ConfigError, DataError
 from lmforge.finetuning.classification.data import collect_label_names
@@ -40,10 +41,10 @@ from lmforge.prompting.scoring import (
     label_probs,
     lm_kind,
     load_lm,
+    prompt_max_length,
 )
 from lmforge.prompting.settings import PromptJob
 from lmforge.prompting.templates import PromptSet, Template, load_prompts
-from lmforge.runs import make_run_dir, save_run_config, write_json
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class Scorer:
     def __init__(self, job: PromptJob, model: Any, tokenizer: Any, kind: str,
                  labels: list[str]) -> None:
         self.job, self.model, self.kind, self.labels = job, model, kind, labels
-        self.encoder = Encoder(tokenizer, job.max_length)
+        self.encoder = Encoder(tokenizer, prompt_max_length(job.max_length, model))
 
     def probs(self, template: Template, texts: list[str],
               contexts: list[str] | None = None) -> np.ndarray:
@@ -155,14 +156,16 @@ def run_prompt(job: PromptJob, resume: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     train, test, labels = load_task_data(job)
     prompts.check_labels(labels)
-    run_dir = make_run_dir(job.output_dir, "prompt")
-    save_run_config(run_dir, job)
+    run = open_run("prompt", job)
+    run_dir = run.run_dir
     label2id = {y: i for i, y in enumerate(labels)}
     y_true = np.array([label2id[y] for y in test["label"]])
     majority = majority_baseline(train["label"], y_true, labels)
     if job.mode == "fewshot":
 
-        return run_fewshot_mode(job, prompts, train, test, labels, majority, run_dir, t0)
+        summary, table = run_fewshot_mode(job, prompts, train, test, labels, majority,
+                                          run_dir, t0)
+        return {**run.finish(summary), "table": table}  # summary.json has no table
 
     if lm_kind(job.model, job.lm) == "mlm":  # fail before the weights load
         prompts.check_masked()
@@ -197,7 +200,7 @@ def run_prompt(job: PromptJob, resume: bool = False) -> dict[str, Any]:
                          label_metrics(y_true, np.mean(all_cal, axis=0), labels).items()})
     _write_predictions(run_dir, test, labels, np.mean(all_cal or all_probs, axis=0))
     summary = {
-        "command": "prompt", "run_dir": str(run_dir), "mode": job.mode,
+        "mode": job.mode,
         "model": job.model.pretrained, "lm": kind,
         "chat_template": job.chat_template, "calibrate": job.calibrate,
         "shots_per_class": job.shots if job.mode == "icl" else 0,
@@ -209,8 +212,7 @@ def run_prompt(job: PromptJob, resume: bool = False) -> dict[str, Any]:
     }
     table = results_table(summary)
     (run_dir / "results.md").write_text(table + "\n", encoding="utf-8")
-    write_json(run_dir / "summary.json", summary)
-    return {**summary, "table": table}  # the CLI prints the table; summary.json has none
+    return {**run.finish(summary), "table": table}  # the CLI prints it; summary.json has none
 
 
 def results_table(summary: dict[str, Any]) -> str:

@@ -12,7 +12,8 @@ the CLI help, the Python API function and pipeline support of every entry.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +27,11 @@ from lmforge.finetuning.settings import FinetuneJob
 from lmforge.pipelines.settings import PipelineJob, RunsJob
 from lmforge.pretraining.settings import PretrainJob
 from lmforge.prompting.settings import PromptJob
+from lmforge.reporting.settings import ReportJob
 from lmforge.serving.settings import ServeJob
 from lmforge.tokenizer.settings import TokenizerTrainJob
 from lmforge.tuning.settings import TuneJob
+from lmforge.ui.settings import UiJob
 
 Flag = tuple[tuple[str, ...], str, str]
 """An extra CLI option: (flags, config key, help), e.g. ``(("-s", "--space"), "tune.space",
@@ -45,7 +48,8 @@ class Command:
         summary: One line for ``lmforge --help``.
         flags: Extra options of this command, e.g. ``-s/--space`` for ``tune.space``.
         positionals: Config fields that bare words fill, in order (default: a single ``run``
-            field, when the config has one).
+            field, when the config has one); a last name ending in ``*`` (``"runs*"``) is a
+            list field that takes all remaining bare words.
         resumes: ``--resume`` continues a killed run from its checkpoints (a pipeline stage
             killed mid-run resumes too).
         pipeline_stage: It can be a stage of ``lmforge pipeline`` (it runs to completion and
@@ -53,6 +57,13 @@ class Command:
         summary_keys: Keys of the summary whose numbers are the command's headline metrics,
             the first present wins (``RunResult.metrics``, ``lmforge runs``); none: the
             summary's own top-level numbers.
+        report_sections: ``module:function`` paths of what the command adds to its run's
+            report (``lmforge report``, ``report.html``): ``(run, job) -> [Section]`` with
+            ``run`` a :class:`~lmforge.reporting.rundata.RunData`; imported only when a
+            report is drawn. The generic parts (metrics, curves, lineage, config) need none.
+        loads_models: The command may load models, data sets or torch. False (``lmforge
+            report``): it reads files only, so it runs without the torch process scope and the
+            library set-up, and starts in well under a second instead of seconds.
     """
 
     config: type
@@ -63,11 +74,18 @@ class Command:
     resumes: bool = False
     pipeline_stage: bool = True
     summary_keys: tuple[str, ...] = ()
+    report_sections: tuple[str, ...] = ()
+    loads_models: bool = True
 
     def load(self) -> Callable[..., dict[str, Any]]:
         """Import the entry point (lazily: keeps ``lmforge --help`` fast)."""
         module, name = self.target.split(":")
         return getattr(importlib.import_module(module), name)
+
+    def load_report_sections(self) -> list[Callable[..., list[Any]]]:
+        """Import the report section makers (lazily, like the entry point)."""
+        return [getattr(importlib.import_module(path.split(":")[0]), path.split(":")[1])
+                for path in self.report_sections]
 
 
 COMMANDS: dict[str, Command] = {
@@ -80,7 +98,8 @@ COMMANDS: dict[str, Command] = {
     "finetune": Command(FinetuneJob, "lmforge.commands.finetune:run_finetune",
                         "fine-tune a pretrained model on a labeled task (classification, "
                         "NER, extractive QA, seq2seq, chat SFT)",
-                        resumes=True, summary_keys=("validation_metrics",)),
+                        resumes=True, summary_keys=("validation_metrics",),
+                        report_sections=("lmforge.finetuning.report_section:sections",)),
     "evaluate": Command(EvaluateJob, "lmforge.commands.evaluate:run_evaluate",
                         "evaluate a run: perplexity for pretraining, full report for "
                         "fine-tuning"),
@@ -93,7 +112,8 @@ COMMANDS: dict[str, Command] = {
                       "export a fine-tuned run: merged HF folder, ONNX, int8 ONNX (checked)"),
     "attack": Command(AttackJob, "lmforge.commands.attack:run_attack",
                       "attack a fine-tuned classifier (character / synonym / Chinese) and "
-                      "report its robustness"),
+                      "report its robustness",
+                      report_sections=("lmforge.adversarial.report_section:sections",)),
     "prompt": Command(PromptJob, "lmforge.commands.prompt:run_prompt",
                       "zero-shot / in-context prompting with calibration, few-shot "
                       "prompt-based fine-tuning", summary_keys=("ensemble", "prompt")),
@@ -102,7 +122,8 @@ COMMANDS: dict[str, Command] = {
                     "shared studies)",
                     flags=((("-s", "--space"), "tune.space", "search space YAML file"),
                            (("--storage",), "tune.storage",
-                            "study storage: an RDB URL or a journal file (shared by workers)"))),
+                            "study storage: an RDB URL or a journal file (shared by workers)")),
+                    report_sections=("lmforge.tuning.report_section:sections",)),
     "pipeline": Command(PipelineJob, "lmforge.commands.pipeline:run_pipeline",
                         "run stages (tokenizer, pretrain, finetune, tune, evaluate, export) "
                         "with content caching and lineage",
@@ -115,11 +136,21 @@ COMMANDS: dict[str, Command] = {
                     pipeline_stage=False),
     "explain": Command(ExplainJob, "lmforge.commands.explain:run_explain",
                        "attributions (IG, gradient x input, rollout, occlusion, LIME, SHAP) "
-                       "as jsonl / HTML / PNG; evaluate=true: their faithfulness"),
+                       "as jsonl / HTML / PNG; evaluate=true: their faithfulness",
+                       report_sections=("lmforge.explaining.report_section:sections",)),
     "continual": Command(ContinualJob, "lmforge.commands.continual:run_continual",
                          "learn a stream of experiences in order (naive, joint, replay, ewc, "
                          "lwf, agem, lora per experience); accuracy matrix, BWT, FWT",
-                         resumes=True),
+                         resumes=True,
+                         report_sections=("lmforge.continual.report_section:sections",)),
+    "report": Command(ReportJob, "lmforge.commands.report:run_report",
+                      "one self-contained HTML report of a run, or of several side by side "
+                      "(curves, metrics, task pictures, lineage, config differences)",
+                      positionals=("runs*",), pipeline_stage=False, loads_models=False),
+    "ui": Command(UiJob, "lmforge.commands.ui:run_ui",
+                  "local web app: runs table and curves, a training form, a playground "
+                  "(`lmforge ui [--root runs/]`)", positionals=("root",), pipeline_stage=False,
+                  flags=((("--root",), "root", "folder of runs (default runs/)"),)),
 }
 
 
@@ -137,3 +168,28 @@ def get_command(name: str) -> Command:
 def pipeline_commands() -> dict[str, Command]:
     """The commands that can be stages of ``lmforge pipeline``."""
     return {name: command for name, command in COMMANDS.items() if command.pipeline_stage}
+
+
+def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+
+
+def headline_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics a user asks for first, from a command's summary.
+
+    The summary's ``command`` names the registry entry whose
+    :attr:`~lmforge.commands.registry.Command.summary_keys` hold the headline; a command that
+    declares none (or a summary without a known command) is read with the keys every
+    registered command declares, in registry order.
+
+    Returns:
+        The numbers of the first of those keys present, else the summary's top-level numbers.
+    """
+    command = COMMANDS.get(str(summary.get("command")))
+    keys = (command.summary_keys if command else ()) or \
+        [key for spec in COMMANDS.values() for key in spec.summary_keys]
+    for key in keys:
+        if isinstance(summary.get(key), Mapping):
+            return _numbers(summary[key])
+    return _numbers({k: v for k, v in summary.items() if k not in ("examples", "inputs")})

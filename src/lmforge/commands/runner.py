@@ -5,15 +5,17 @@ commands through :func:`run_command`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-import numbers
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmforge.commands.registry import COMMANDS, get_command
+# headline_metrics lives with the registry; kept importable from here (API, pipelines, runs).
+from lmforge.commands.registry import get_command, headline_metrics
+from lmforge.commands.report import write_run_report
 from lmforge.config import build_config, load_yaml, merge_dicts, to_dict
 from lmforge.engine.scope import run_scope
 from lmforge.errors import ConfigError
@@ -22,30 +24,8 @@ from lmforge.runs import is_main_process
 
 ConfigSource = Any  # a config dataclass instance, a mapping, a YAML path, or None
 
-
-def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in values.items()
-            if isinstance(v, numbers.Real) and not isinstance(v, bool)}
-
-
-def headline_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
-    """The metrics a user asks for first, from a command's summary.
-
-    The summary's ``command`` names the registry entry whose
-    :attr:`~lmforge.commands.registry.Command.summary_keys` hold the headline; a command that
-    declares none (or a summary without a known command) is read with the keys every
-    registered command declares, in registry order.
-
-    Returns:
-        The numbers of the first of those keys present, else the summary's top-level numbers.
-    """
-    command = COMMANDS.get(str(summary.get("command")))
-    keys = (command.summary_keys if command else ()) or \
-        [key for spec in COMMANDS.values() for key in spec.summary_keys]
-    for key in keys:
-        if isinstance(summary.get(key), Mapping):
-            return _numbers(summary[key])
-    return _numbers({k: v for k, v in summary.items() if k not in ("examples", "inputs")})
+__all__ = ["ConfigSource", "drop_load_report", "headline_metrics", "quiet_libraries",
+           "resolve_job", "run_command"]
 
 
 def _config_data(config: ConfigSource) -> tuple[dict[str, Any], str | None]:
@@ -110,15 +90,20 @@ def run_command(command: str, job: Any, resume: bool = False,
     ``hooks`` (engine :class:`~lmforge.engine.hooks.StepHook` objects) go to the commands
     that train with the engine (finetune, pretrain, continual); ``options`` are extra keyword
     arguments of the command's function (e.g. ``report_splits`` of finetune). Every command
-    that returns a ``run_dir`` gets its ``lineage.json`` there (:mod:`lmforge.lineage`).
+    that returns a ``run_dir`` gets its ``lineage.json`` there (:mod:`lmforge.lineage`), and
+    its ``report.html`` when its config has ``track.report`` on.
     """
     spec = get_command(command)
-    quiet_libraries(debug=False, interactive=True)  # lmforge logs its own line for a new head
+    if spec.loads_models:
+        quiet_libraries(debug=False, interactive=True)  # lmforge logs its own line for new heads
     kwargs = {"hooks": list(hooks)} if hooks else {}
     started = time.time()
-    with run_scope():
+    # A command that reads files only needs no torch state restored (nor torch imported).
+    with run_scope() if spec.loads_models else contextlib.nullcontext():
         summary = spec.load()(job, resume=resume, **kwargs, **options)
     if isinstance(summary, Mapping) and summary.get("run_dir") and is_main_process() and \
             dataclasses.is_dataclass(job) and Path(summary["run_dir"]).is_dir():
         write_lineage(command, to_dict(job), summary["run_dir"], started)
+        # After the lineage, so the report shows it; only jobs with track.report on.
+        write_run_report(summary["run_dir"], job)
     return summary

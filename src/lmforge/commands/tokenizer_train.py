@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lmforge.commands.context import open_run
 from lmforge.data.corpus import iter_texts, load_corpus
-from lmforge.runs import make_run_dir, save_run_config, write_json
 from lmforge.tokenizer.settings import TokenizerTrainJob
 from lmforge.tokenizer.train import train_tokenizer
 
@@ -25,8 +25,8 @@ def run_tokenizer_train(job: TokenizerTrainJob, resume: bool = False) -> dict[st
     Returns:
         The summary written to ``summary.json``.
     """
-    run_dir = make_run_dir(job.output_dir, "tokenizer")
-    save_run_config(run_dir, job)
+    run = open_run("tokenizer train", job, folder_prefix="tokenizer")
+    run_dir = run.run_dir
     corpus = load_corpus(job.data)
     train = corpus["train"]
     t0 = time.perf_counter()
@@ -38,9 +38,7 @@ def run_tokenizer_train(job: TokenizerTrainJob, resume: bool = False) -> dict[st
                                 model_max_length=cfg.model_max_length)
     seconds = time.perf_counter() - t0
     sample = next(iter_texts(train, job.data.text_column))
-    summary = {
-        "command": "tokenizer train",
-        "run_dir": str(run_dir),
+    summary = run.finish({
         "kind": cfg.kind,
         "vocab_size": len(tokenizer),
         "train_rows": len(train),
@@ -48,8 +46,7 @@ def run_tokenizer_train(job: TokenizerTrainJob, resume: bool = False) -> dict[st
         "tokenizer_dir": str(Path(run_dir) / "tokenizer"),
         "example": {"text": sample[:200],
                     "tokens": tokenizer.tokenize(sample[:200])[:40]},
-    }
-    write_json(run_dir / "summary.json", summary)
+    })
     log.info("tokenizer (%s, %d tokens) saved to %s", cfg.kind, len(tokenizer),
              summary["tokenizer_dir"])
     return summary

@@ -16,13 +16,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lmforge.commands.context import open_run
 from lmforge.commands.runner import run_command
 from lmforge.config import from_dict, merge_dicts, to_dict
 from lmforge.errors import ConfigError, DataError, NonFiniteLossError
 from lmforge.evaluation.settings import EvaluateJob
 from lmforge.finetuning.settings import FinetuneJob
 from lmforge.lineage import canonical_hash, read_lineage
-from lmforge.runs import make_run_dir, save_run_config, write_json
+from lmforge.runs import save_run_config, write_json
 from lmforge.tuning import report
 from lmforge.tuning.settings import TuneJob
 from lmforge.tuning.space import Param, check_against, grid_space, load_space, nested, sample
@@ -35,6 +36,9 @@ from lmforge.tuning.study import (
     open_storage,
     optuna_module,
     recover_dead_trials,
+    retried_numbers,
+    retried_trial,
+    retry_attrs,
     worker_id,
 )
 
@@ -64,11 +68,15 @@ def trial_job(base: dict[str, Any], values: dict[str, Any], objs: list[Objective
 
 
 def _finished(study: Any) -> list[Any]:
+    """The trials that count against ``tune.n_trials``: complete, pruned, and failed by their
+    parameters (a NaN loss); not an interrupted trial, nor one that another trial retries."""
     optuna = optuna_module()
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
             optuna.trial.TrialState.FAIL)
-    return [t for t in study.get_trials(deepcopy=False, states=done)
-            if not t.user_attrs.get("interrupted")]
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    return [t for t in trials if t.state in done and not t.user_attrs.get("interrupted")
+            and t.number not in retried]
 
 
 def _steps_used(study: Any) -> int:
@@ -99,6 +107,9 @@ def _open_study(job: TuneJob, run_dir: Path, params: list[Param], objs: list[Obj
         raise ConfigError(f"study {job.tune.study_name!r} in {job.tune.storage or run_dir} was "
                           "started with another fine-tuning config, search space or objective; "
                           "use a new --output-dir (or tune.study_name) for a new study")
+    existing = len(study.get_trials(deepcopy=False))
+    if existing:  # a continued study: the seeded sampler must not replay the first run's draws
+        study.sampler = make_sampler(job.tune, grid, offset=existing)
     return study
 
 
@@ -119,8 +130,14 @@ def _run_trial(job: TuneJob, study: Any, trial: Any, params: list[Param],
                objs: list[Objective], run_dir: Path) -> None:
     optuna = optuna_module()
     values = sample(params, trial)
-    trial_dir = run_dir / TRIALS_DIR / f"trial-{trial.number:04d}"
-    seed = job.train.seed + (trial.number if job.tune.seed_mode == "per_trial" else 0)
+    # The retry of an interrupted trial carries its run folder and seed (retry_attrs) and
+    # resumes that run from its latest checkpoint.
+    retry_of = retried_trial(study.get_trials(deepcopy=False)[trial.number])
+    trial_dir = Path(trial.user_attrs.get(
+        "run_dir", run_dir / TRIALS_DIR / f"trial-{trial.number:04d}"))
+    seed = int(trial.user_attrs.get(
+        "seed", job.train.seed + (trial.number if job.tune.seed_mode == "per_trial" else 0)))
+    resume = retry_of is not None and trial_dir.is_dir()
     trial.set_user_attr("seed", seed)
     trial.set_user_attr("worker", worker_id())
     trial.set_user_attr("run_dir", str(trial_dir))
@@ -128,11 +145,16 @@ def _run_trial(job: TuneJob, study: Any, trial: Any, params: list[Param],
     hooks: list[Any] = []
     hook = None
     if len(objs) == 1 and objs[0].is_eval_metric:  # intermediate values for pruning and plots
-        hook = PruningHook(trial, objs[0].name, job.tune.evals_per_epoch)
+        previous = study.get_trials(deepcopy=False)[retry_of].intermediate_values if resume \
+            else None
+        hook = PruningHook(trial, objs[0].name, job.tune.evals_per_epoch, previous)
         hooks.append(hook)
-    log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
+    log.info("trial %d%s: %s", trial.number,
+             f" (resumes trial {retry_of} in {trial_dir})" if resume else "",
+             ", ".join(f"{k}={v}" for k, v in values.items()))
     try:
-        summary = run_command("finetune", ft_job, hooks=hooks, report_splits=("validation",))
+        summary = run_command("finetune", ft_job, resume=resume, hooks=hooks,
+                              report_splits=("validation",))
     except NonFiniteLossError as err:  # a legitimate outcome of a bad learning rate
         trial.set_user_attr("error", str(err))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -145,7 +167,7 @@ def _run_trial(job: TuneJob, study: Any, trial: Any, params: list[Param],
         trial.set_user_attr("error", str(err)[:300])
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if not isinstance(err, (ConfigError, DataError)):
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            study.enqueue_trial(trial.params, user_attrs=retry_attrs(trial))
         raise
     finally:
         gc.collect()
@@ -234,12 +256,12 @@ def run_tune(job: TuneJob, resume: bool = False) -> dict[str, Any]:
         raise ConfigError("tune needs a starting model: set model.pretrained=FOLDER, a "
                           "pretrain run directory or a hub name")
     check_against(params, base)
-    objs = objectives(job.tune, job.task.name, job.task.multi_label)
+    objs = objectives(job.tune, job.task)
     if job.tune.final == "keep" and job.tune.keep_models < 1:
         raise ConfigError("tune.final=keep needs the best trial's model: set "
                           "tune.keep_models >= 1, or tune.final=retrain")
-    run_dir = make_run_dir(job.output_dir, "tune")
-    save_run_config(run_dir, job)
+    run = open_run("tune", job)
+    run_dir = run.run_dir
     study = _open_study(job, run_dir, params, objs)
     recover_dead_trials(study)
     started = time.monotonic()
@@ -269,8 +291,7 @@ def run_tune(job: TuneJob, resume: bool = False) -> dict[str, Any]:
     final = _final(job, study, best, run_dir)
     states = {s.name.lower(): sum(t.state == s for t in trials)
               for s in optuna.trial.TrialState}
-    summary = {
-        "command": "tune", "run_dir": str(run_dir),
+    summary = run.finish({
         "storage": job.tune.storage or str(run_dir / "study.journal"),
         "study_name": job.tune.study_name, "sampler": job.tune.sampler,
         "pruner": job.tune.pruner,
@@ -287,7 +308,6 @@ def run_tune(job: TuneJob, resume: bool = False) -> dict[str, Any]:
         "final": final, "plots": plots,
         "trials_table": str(run_dir / "trials.md"),
         "seconds": round(time.monotonic() - started, 2),
-    }
-    write_json(run_dir / "summary.json", summary)
+    })
     summary["table"] = report.markdown(rows[:20])
     return summary

@@ -77,8 +77,25 @@ class ReplayHook(_Counted):
         return concat_batches(batch, memory, self.pad_token_id)
 
 
-def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters of ``model`` that train, by name."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def calibrated_lambda(fisher: dict[str, torch.Tensor], end: dict[str, torch.Tensor],
+                      start: dict[str, torch.Tensor], penalty: float) -> float:
+    """lambda such that the penalty at the experience's own weight change is ``penalty``.
+
+    With D = theta_end - theta_start the step the experience just learned took:
+    (lambda / 2) sum_i F_i D_i^2 = penalty, so lambda = 2 penalty / sum_i F_i D_i^2. A new
+    experience may then move the weights about as far as the last one did in directions the
+    Fisher calls unimportant, and pays ``penalty`` nats for the same move along important
+    ones. This follows the Fisher's scale (batch size, loss, fit) and the step size (lr,
+    steps), which a fixed lambda does not. 0 when nothing moved (no Fisher-weighted change).
+    """
+    moved = sum(float((f * (end[n] - start[n]) ** 2).sum()) for n, f in fisher.items()
+                if n in start and n in end)
+    return 2.0 * penalty / moved if moved > 0 else 0.0
 
 
 class EwcHook(StepHook):
@@ -93,9 +110,14 @@ class EwcHook(StepHook):
 
     def __init__(self, model: nn.Module, fisher: dict[str, torch.Tensor],
                  anchor: dict[str, torch.Tensor], weight: float) -> None:
-        params = _trainable(model)
+        params = trainable_parameters(model)
         self.terms = [(params[n], fisher[n], anchor[n]) for n in fisher if n in params]
         self.weight = weight
+        self.penalty_sum = self.loss_sum = 0.0
+
+    def share(self) -> float | None:
+        """Mean penalty over mean task loss during the training (None before a step)."""
+        return self.penalty_sum / self.loss_sum if self.loss_sum > 0 else None
 
     def penalty(self) -> torch.Tensor:
         """(lambda / 2) sum_i F_i (theta_i - theta*_i)^2."""
@@ -107,7 +129,10 @@ class EwcHook(StepHook):
         """The task loss plus the penalty."""
         if not self.terms or self.weight == 0:
             return loss
-        return loss + self.penalty()
+        penalty = self.penalty()
+        self.penalty_sum += float(penalty.detach())
+        self.loss_sum += float(loss.detach())
+        return loss + penalty
 
 
 def estimate_fisher(engine: Any, dataset: Any, batches: int, seed: int) -> dict[str, torch.Tensor]:
@@ -117,7 +142,7 @@ def estimate_fisher(engine: Any, dataset: Any, batches: int, seed: int) -> dict[
     ``dataset`` (the experience just learned), at the weights training ended with.
     """
     model = engine.unwrapped
-    params = _trainable(model)
+    params = trainable_parameters(model)
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     plan = make_batches(len(dataset), engine.cfg.batch_size, shuffle=True, seed=seed, epoch=0,
                         drop_last=False)[:batches]

@@ -17,13 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.config import check, check_choice, opt
-from lmforge.finetuning.settings import TaskConfig
+from lmforge.finetuning.settings import FINETUNE_TRAIN_DEFAULTS
+from lmforge.finetuning.task import DEFAULT_TASK, TaskConfig, task_config
 from lmforge.peft.settings import PeftConfig
 from lmforge.settings import LabeledDataConfig, PretrainedModelConfig, TrackConfig, TrainConfig
 
 SCENARIOS = ("task", "domain", "class")
 STRATEGY_NAMES = ("naive", "joint", "replay", "ewc", "lwf", "agem", "lora")
 BUFFER_POLICIES = ("per_experience", "reservoir")
+REPLAY_MODES = ("concat", "batch")
 EVAL_SPLITS = ("validation", "test")
 
 
@@ -37,7 +39,7 @@ class ExperienceConfig:
     labels: list[str] = opt([], "Keep only rows with these labels (e.g. split one dataset "
                                 "into class-incremental experiences); empty: all rows.")
     data: LabeledDataConfig = opt(LabeledDataConfig(validation_ratio=0.1), "")
-    task: TaskConfig = opt(TaskConfig(), "")
+    task: TaskConfig = opt(task_config(DEFAULT_TASK), "")
 
     def __post_init__(self) -> None:
         check(bool(self.name), "every experience needs a name (experiences[i].name=...)")
@@ -58,9 +60,23 @@ class StrategyConfig:
     buffer_policy: str = opt("per_experience", "replay / agem: per_experience (an equal "
                                                "share per past experience) or reservoir "
                                                "(uniform over everything seen).")
-    replay_batch_size: int = opt(0, "replay: buffer examples mixed into each batch "
+    replay_mode: str = opt("concat", "replay: concat (the memory rows join the experience's "
+                                     "training rows, shuffled together: a batch is ~M / (N + M) "
+                                     "memory and the new rows keep their full gradient; classic "
+                                     "rehearsal, e.g. iCaRL) or batch (replay_batch_size memory "
+                                     "rows appended to every batch: Chaudhry et al. 2019's ER, "
+                                     "Avalanche's ReplayPlugin; at the default size half of each "
+                                     "step's gradient is memory).")
+    replay_batch_size: int = opt(0, "replay_mode=batch: memory rows appended to each batch "
                                     "(0: train.batch_size).")
-    ewc_lambda: float = opt(1.0e5, "ewc: weight lambda of the quadratic penalty.")
+    ewc_lambda: float | None = opt(None, "ewc: weight lambda of the quadratic penalty; unset: "
+                                         "calibrated after each experience from the Fisher (see "
+                                         "ewc_auto_penalty).")
+    ewc_auto_penalty: float = opt(3.0, "ewc with ewc_lambda unset: lambda is set so that "
+                                        "moving the weights as far as the experience just "
+                                        "learned moved them would cost this much (in nats, the "
+                                        "loss's unit): lambda = 2 c / sum_i F_i (theta_i - "
+                                        "theta_start,i)^2.")
     ewc_decay: float = opt(0.9, "ewc: decay gamma of the running Fisher (online EWC; 1.0 "
                                 "sums the Fishers of all experiences).")
     fisher_batches: int = opt(32, "ewc: training batches of an experience whose squared "
@@ -69,6 +85,11 @@ class StrategyConfig:
     lwf_temperature: float = opt(2.0, "lwf: softmax temperature T of the distillation.")
     agem_batch_size: int = opt(0, "agem: memory examples per reference gradient "
                                   "(0: train.batch_size).")
+    lora_lr: float = opt(2.0e-3, "lora: learning rate of each experience's adapter and head "
+                                 "(0: train.lr). Adapters start at zero and train few weights, "
+                                 "so they need a larger step than full fine-tuning's train.lr "
+                                 "(PEFT recipes: 5e-4 to 2e-3 for LoRA; 2e-3 is the rate of "
+                                 "BENCHMARKS.md's LoRA row on SST-2).")
 
     def __post_init__(self) -> None:
         check_choice("strategy.name", self.name, STRATEGY_NAMES)
@@ -76,7 +97,11 @@ class StrategyConfig:
         buffer_spec(self.buffer_size)  # validates the form
         check(self.replay_batch_size >= 0 and self.agem_batch_size >= 0,
               "strategy.replay_batch_size and strategy.agem_batch_size must be >= 0")
-        check(self.ewc_lambda >= 0, "strategy.ewc_lambda must be >= 0")
+        check(self.ewc_lambda is None or self.ewc_lambda >= 0,
+              "strategy.ewc_lambda must be >= 0 (or unset: calibrated)")
+        check(self.ewc_auto_penalty > 0, "strategy.ewc_auto_penalty must be > 0")
+        check(self.lora_lr >= 0, "strategy.lora_lr must be >= 0 (0: train.lr)")
+        check_choice("strategy.replay_mode", self.replay_mode, REPLAY_MODES)
         check(0.0 <= self.ewc_decay <= 1.0, "strategy.ewc_decay must be in [0, 1]")
         check(self.fisher_batches >= 1, "strategy.fisher_batches must be >= 1")
         check(self.lwf_alpha >= 0 and self.lwf_temperature > 0,
@@ -117,7 +142,12 @@ class ContinualJob:
                                 "one growing head).")
     strategy: StrategyConfig = opt(StrategyConfig(), "")
     model: PretrainedModelConfig = opt(PretrainedModelConfig(), "")
-    train: TrainConfig = opt(TrainConfig(lr=5e-5, epochs=1.0, warmup_ratio=0.1), "")
+    # Each experience is a fine-tuning: finetune's measured defaults, shared (not copied).
+    # Differences, on purpose: 1 epoch per experience (the continual-learning convention,
+    # e.g. Avalanche's examples and the CL literature: a stream's cost is the sum of its
+    # experiences), and no in-training evaluation (no metric_for_best), since the stream
+    # evaluates every experience after each one instead.
+    train: TrainConfig = opt(TrainConfig(epochs=1.0, **FINETUNE_TRAIN_DEFAULTS), "")
     peft: PeftConfig = opt(PeftConfig(), "")
     track: TrackConfig = opt(TrackConfig(), "")
     eval_split: str = opt("validation", "Split of each experience evaluated after every "

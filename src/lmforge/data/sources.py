@@ -8,6 +8,7 @@ reason.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -60,7 +61,7 @@ def load_raw(
             extension when None. ``.txt`` files are plain text unless ``format="conll"``.
         columns: Keep only these columns (old or renamed names).
         rename: Map of old column name to new column name.
-        encoding: Text encoding of csv/tsv/txt/conll files (e.g. ``"latin-1"``).
+        encoding: Text encoding of csv/tsv/json/jsonl/txt/conll files (e.g. ``"latin-1"``).
         split_files: Explicit ``{split: file}`` map; relative files resolve against ``path``
             when it is a folder. Overrides folder discovery.
         streaming: Return an ``IterableDatasetDict`` that reads lazily.
@@ -220,6 +221,17 @@ def _load_table_file(file: str, fmt: str, *, encoding: str, streaming: bool) -> 
         kwargs["keep_default_na"] = False
         if fmt == "tsv":
             kwargs["sep"] = "\t"
+    elif fmt in ("json", "jsonl"):
+        # datasets hands a file whose encoding is spelled "utf-8" to pyarrow undecoded, and
+        # pyarrow keeps invalid bytes in its strings (a traceback when a row is read): any other
+        # spelling of the name makes datasets decode each chunk strictly first, so a
+        # non-UTF-8 file fails here, as a DataError. Other encodings are decoded the same way.
+        try:
+            utf8 = codecs.lookup(encoding).name == "utf-8"
+        except LookupError:
+            raise DataError(f"unknown data.encoding {encoding!r}; e.g. utf-8, latin-1, "
+                            "gbk") from None
+        kwargs["encoding"] = "utf_8" if utf8 else encoding
     try:
         return datasets.load_dataset(
             builder, data_files={"train": file}, split="train", streaming=streaming, **kwargs
@@ -228,6 +240,10 @@ def _load_table_file(file: str, fmt: str, *, encoding: str, streaming: bool) -> 
         if "corresponds to no data" in str(e):
             raise DataError(
                 f"{Path(file).name} is empty (0 rows); point data.path at a file with rows"
+            ) from e
+        if isinstance(e, UnicodeDecodeError):  # json / jsonl, decoded by datasets (see above)
+            raise DataError(
+                f"{Path(file).name} is not valid {encoding} ({e.reason}); set data.encoding"
             ) from e
         raise DataError(f"cannot read {Path(file).name} as {fmt}: {_first_line(e)}") from e
     except datasets.exceptions.DatasetGenerationError as e:

@@ -26,6 +26,7 @@ from torch import nn
 
 from lmforge.errors import ConfigError
 from lmforge.finetuning.saved import TASK_FILE, read_settings
+from lmforge.finetuning.task import Task
 from lmforge.models.build import load_tokenizer
 
 ONNX_FILE = "model.onnx"
@@ -57,7 +58,7 @@ class OnnxTaskModel(nn.Module):
         config: The ``transformers`` config, kept as ``.config`` for code reading id2label.
     """
 
-    def __init__(self, path: str | Path, task: Any, num_threads: int | None = None,
+    def __init__(self, path: str | Path, task: Task, num_threads: int | None = None,
                  providers: Sequence[str] | None = None, config: Any = None) -> None:
         super().__init__()
         import onnxruntime as ort

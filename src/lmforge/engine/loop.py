@@ -5,8 +5,8 @@ Design notes:
   ``seed`` and the epoch), and every micro-batch gets its own ``torch.Generator`` seeded from
   (seed, epoch, micro-batch index). Masking therefore never touches the global RNG, and a
   resumed run rebuilds exactly the batches and masks it would have seen.
-- Distribution goes through ``accelerate`` (``accelerate launch`` / ``torchrun``: DDP, FSDP,
-  DeepSpeed). Each rank takes every ``world_size``-th batch of the same plan.
+- Distribution goes through ``accelerate`` (``accelerate launch`` / ``torchrun``; DDP is the
+  tested mode). Each rank takes every ``world_size``-th batch of the same plan.
 - The model passed in returns a dict with ``loss`` (scalar) and ``n`` (how many targets the
   loss averages over), plus optional additive counts used by evaluation.
 """
@@ -18,10 +18,10 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
@@ -43,6 +43,34 @@ log = logging.getLogger(__name__)
 Collator = Callable[[list[dict[str, Any]], torch.Generator], dict[str, torch.Tensor]]
 # Turns summed evaluation counts into metrics, e.g. {"loss_sum", "n"} -> {"eval_loss", ...}.
 EvalReducer = Callable[[dict[str, float]], dict[str, float]]
+
+
+
+class Objective(Protocol):
+    """What the engine trains and evaluates: in practice an ``nn.Module`` wrapping a model.
+
+    ``objective(**batch)`` takes a collated batch and returns, all as 0-d tensors:
+    ``loss`` (the mean over the batch's targets), ``n`` (how many targets it averages: the
+    engine weights micro-batches by it, so gradient accumulation and evaluation give the mean
+    over targets, not over batches) and any ``count_*`` / ``*_sum`` additive counts that the
+    :data:`EvalReducer` turns into metrics. The pretraining objectives
+    (:mod:`lmforge.pretraining.objectives`) and each task's ``objective.py`` implement it.
+    """
+
+    def __call__(self, **batch: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        """Loss, target count and evaluation counts of one batch."""
+        ...
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True
+                         ) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        """The trainable and frozen parameters (the optimizer's groups come from them)."""
+        ...
+
+    def train(self, mode: bool = True) -> Any:
+        """Switch dropout on (training) or off."""
+        ...
+
 
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "ln_")
 
@@ -127,7 +155,8 @@ class Engine:
     """Train a model with hooks, checkpoints, resume, mixed precision and accelerate.
 
     Args:
-        model: A module whose forward returns ``{"loss": scalar, "n": count, ...}``.
+        model: The :class:`Objective` (an ``nn.Module`` whose forward returns
+            ``{"loss": scalar, "n": count, ...}``).
         cfg: Training settings.
         train_dataset: Indexable dataset of example dicts (e.g. ``datasets.Dataset``).
         collator: Builds a batch from examples and a generator.
@@ -141,7 +170,7 @@ class Engine:
         accelerator: An existing ``Accelerator`` (one is created otherwise).
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, train_dataset: Any,
+    def __init__(self, model: Objective, cfg: TrainConfig, train_dataset: Any,
                  collator: Collator, run_dir: str | Path, *, eval_dataset: Any = None,
                  eval_reducer: EvalReducer = default_eval_reducer,
                  hooks: Sequence[StepHook] = (), loggers: MultiLogger | None = None,
@@ -304,15 +333,19 @@ class Engine:
                     window_start = time.perf_counter()
                 evaluate_now = state.global_step % eval_every == 0 or \
                     state.global_step == self.total_steps
+                new_best = False
                 if evaluate_now and self.eval_dataset is not None:
                     metrics = self.evaluate()
-                    self._track_best(metrics)
+                    new_best = self._track_best(metrics)
                     self.loggers.log(metrics, state.global_step)
                     for hook in self.hooks:
                         hook.on_evaluate(self, metrics)
                     self.model.train()
+                # A new best is saved even between save steps: the run restores the best
+                # checkpoint's weights at the end, so it must exist (the Trainer instead
+                # refuses save_steps that are not a multiple of eval_steps).
                 if state.global_step % save_every == 0 or state.global_step == self.total_steps \
-                        or self.should_stop:
+                        or self.should_stop or new_best:
                     self.save_checkpoint()
                 if self.should_stop:
                     break
@@ -378,7 +411,8 @@ class Engine:
             return "no checkpoint had been written yet, so rerun from the start"
         return f"the last good checkpoint is {latest} (resume with --resume)"
 
-    def _track_best(self, metrics: dict[str, float]) -> None:
+    def _track_best(self, metrics: dict[str, float]) -> bool:
+        """Record ``metrics`` if they are the best so far; return whether they are."""
         value = metrics.get(self.cfg.metric_for_best)
         if value is None:
             raise ConfigError(f"train.metric_for_best={self.cfg.metric_for_best!r} is not among "
@@ -387,6 +421,7 @@ class Engine:
         better = best is None or (value > best if self.cfg.greater_is_better else value < best)
         if better:
             self.state.best_metric, self.state.best_step = value, self.state.global_step
+        return better
 
     def _sum_across(self, value: int) -> int:
         if self.accelerator.num_processes == 1:
@@ -414,7 +449,7 @@ def collate(dataset: Any, indices: list[int], collator: Collator, seed: int,
 
 
 @torch.no_grad()
-def evaluate_model(model: torch.nn.Module, dataset: Any, collator: Collator,
+def evaluate_model(model: Objective, dataset: Any, collator: Collator,
                    accelerator: Accelerator, *, batch_size: int, max_batches: int | None = None,
                    reducer: EvalReducer = default_eval_reducer,
                    seed: int = 1234) -> dict[str, float]:

@@ -6,8 +6,11 @@ A downstream task is one package ``finetuning/<name>/`` with the same modules:
 - ``objective.py``: the loss wrapper the engine trains (``{"loss", "n", "count_*"}``) and the
   reducer that turns summed evaluation counts into metrics (the two generative tasks share
   theirs from :mod:`lmforge.finetuning.generative`);
-- ``task.py``: the :class:`Task` subclass and its typed :class:`TaskSettings` (saved with the
-  model as ``lmforge_task.json``), plus everything other packages need to know about the
+- ``settings.py`` (no torch, so ``--help`` stays fast): the task's options, declared once in
+  a mixin and used twice: as the job's ``task`` section (a :class:`TaskConfig` variant, picked
+  by ``task.name``) and inside its typed :class:`TaskSettings` (saved with the model as
+  ``lmforge_task.json``);
+- ``task.py``: the :class:`Task` subclass, plus everything other packages need to know about the
   task: its PEFT task type and head, whether it generates, its ONNX outputs, its HTTP route
   with request / response schemas, an example record, the metrics ``lmforge tune`` may
   optimise (:meth:`Task.tuning_objectives`);
@@ -17,9 +20,9 @@ A downstream task is one package ``finetuning/<name>/`` with the same modules:
 
 Serving, export, PEFT, tuning, explaining and attacks ask the task object; they never branch
 on its name, and no package outside ``finetuning`` keeps a table keyed by task names. Adding a
-task is one package and one line in :data:`TASKS` (``tests/finetuning/test_registry.py``
-checks that every registered task provides what serving, export and PEFT need, and that no
-task name is a string literal anywhere else).
+task is one package and one :class:`TaskEntry` line in :data:`TASKS`
+(``tests/finetuning/test_registry.py`` checks that every registered task provides what
+serving, export and PEFT need, and that no task name is a string literal anywhere else).
 
 Life of a task in a run::
 
@@ -35,28 +38,47 @@ Life of a task in a run::
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from pydantic import Field
 
-from lmforge.config import check_choice, opt
+from lmforge.config import check_choice, from_dict, opt
 from lmforge.wire import InputRecord, Route, record_model
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only; the config loads without torch
     import datasets
     from torch import nn
 
-# Task name -> "package.module:Class". Imported lazily so a task's heavy imports load only
-# when it is used.
-TASKS: dict[str, str] = {
-    "classification": "lmforge.finetuning.classification.task:ClassificationTask",
-    "token_classification": "lmforge.finetuning.token_classification.task:TokenClassificationTask",
-    "qa": "lmforge.finetuning.qa.task:QuestionAnsweringTask",
-    "seq2seq": "lmforge.finetuning.seq2seq.task:Seq2SeqTask",
-    "sft": "lmforge.finetuning.sft.task:ChatSftTask",
+    from lmforge.reporting.html import Section
+
+
+
+class TaskEntry(NamedTuple):
+    """Where a registered task lives, as ``"package.module:Class"`` paths (imported lazily:
+    the config module has no torch, so ``--help`` and config checks stay fast)."""
+
+    task: str
+    """The :class:`Task` subclass."""
+    config: str
+    """Its :class:`TaskConfig` variant (the ``task.*`` keys when ``task.name`` names it)."""
+
+
+_PKG = "lmforge.finetuning"
+TASKS: dict[str, TaskEntry] = {
+    "classification": TaskEntry(f"{_PKG}.classification.task:ClassificationTask",
+                                f"{_PKG}.classification.settings:ClassificationConfig"),
+    "token_classification": TaskEntry(
+        f"{_PKG}.token_classification.task:TokenClassificationTask",
+        f"{_PKG}.token_classification.settings:TokenClassificationConfig"),
+    "qa": TaskEntry(f"{_PKG}.qa.task:QuestionAnsweringTask", f"{_PKG}.qa.settings:QaConfig"),
+    "seq2seq": TaskEntry(f"{_PKG}.seq2seq.task:Seq2SeqTask",
+                         f"{_PKG}.seq2seq.settings:Seq2SeqConfig"),
+    "sft": TaskEntry(f"{_PKG}.sft.task:ChatSftTask", f"{_PKG}.sft.settings:SftConfig"),
 }
 
 DEFAULT_TASK = next(iter(TASKS))  # what ``task.name`` is when a config does not say
@@ -87,6 +109,72 @@ class TaskSettings:
     text_column: str = opt("text", "Input column of a plain text line (lmforge predict, "
                                    "Predictor.predict with bare strings).")
     max_length: int = opt(128, "Tokens per input (longer inputs are cut or windowed).")
+
+
+def _load(path: str) -> Any:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass
+class TaskConfig:
+    """The ``task`` section: which task, and that task's own options.
+
+    A tagged union (see :mod:`lmforge.config`): ``task.name`` picks the variant a task
+    declares in its ``settings.py``, and only that variant's keys are valid.
+    """
+
+    name: str = opt(DEFAULT_TASK, "Task: " + ", ".join(TASKS) + ".")
+    variant_tag: ClassVar[str] = "name"
+    default_max_length: ClassVar[int] = 128
+    """``data.max_length`` when the job does not set it."""
+
+    @classmethod
+    def variant_classes(cls) -> Mapping[str, type[TaskConfig]]:
+        """Every registered task's section class, by task name."""
+        return {name: _load(entry.config) for name, entry in TASKS.items()}
+
+    def check_lengths(self, max_length: int) -> None:
+        """Refuse options that cannot work with ``data.max_length`` (before any data work)."""
+
+    def sigmoid_outputs(self) -> bool:
+        """The model scores labels independently (multi-label), not with one softmax."""
+        return False
+
+    # The run report (``lmforge report``) asks the section, not the Task: the section's
+    # module has no torch, so a report is built in well under a second.
+    def report_tables(self, metrics: Mapping[str, Any]) -> list[Section]:
+        """The task's own tables in a run report (per class, per entity type, ...).
+
+        Args:
+            metrics: The ``metrics`` of an evaluated split's ``summary.json``.
+        """
+        return []
+
+    def report_examples(self, rows: list[dict[str, Any]],
+                        count: int) -> tuple[str, list[dict[str, Any]]]:
+        """The example predictions a run report shows, and a line saying how they were picked.
+
+        Args:
+            rows: An evaluated split's ``predictions.jsonl``.
+            count: How many to show.
+        """
+        return "The first predictions of the split.", rows[:count]
+
+
+def task_config(name: str, **options: Any) -> TaskConfig:
+    """The ``task`` section of task ``name`` with ``options`` (checked like a config file)."""
+    return from_dict(TaskConfig, {"name": name, **options}, "task.")
+
+
+def saved_settings(settings_class: type[TaskSettings], options: TaskConfig,
+                   **derived: Any) -> TaskSettings:
+    """A run's :class:`TaskSettings`: every task option it shares with ``options`` (the job's
+    ``task`` section), plus what ``setup`` derived from the data and the job."""
+    shared = {f.name for f in dataclasses.fields(settings_class)} - {"task"}
+    values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
+              if f.name in shared}
+    return settings_class(**{**values, **derived})
 
 
 class Task:
@@ -178,13 +266,13 @@ class Task:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- what other stages ask
-    def tuning_objectives(self, multi_label: bool) -> tuple[str, ...]:
+    def tuning_objectives(self, options: Any) -> tuple[str, ...]:
         """Metrics the engine's in-loop evaluation reports for this task (its reducer's keys),
         which ``lmforge tune`` may prune on and pick each trial's best checkpoint with.
 
         Args:
-            multi_label: The job's ``task.multi_label`` (classification reports other
-                metrics then); ignored by tasks without that option.
+            options: The job's ``task`` section (e.g. classification reports other metrics
+                when ``task.multi_label`` is set).
         """
         return ("eval_loss",)
 
@@ -273,11 +361,6 @@ class Task:
         return text.strip()
 
 
-def task_names_help() -> str:
-    """``task.name``'s help text, from the registry."""
-    return "Task: " + ", ".join(TASKS) + "."
-
-
 def all_tasks() -> dict[str, Task]:
     """Every registered task, by name."""
     return {name: get_task(name) for name in TASKS}
@@ -286,5 +369,4 @@ def all_tasks() -> dict[str, Task]:
 def get_task(name: str) -> Task:
     """Instantiate the registered task ``name``."""
     check_choice("task.name", name, list(TASKS))
-    module, cls = TASKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    return _load(TASKS[name].task)()

@@ -26,7 +26,7 @@ from torch import nn
 from lmforge.errors import ConfigError
 from lmforge.models.build import resolve_checkpoint
 from lmforge.peft.adapters import has_adapters
-from lmforge.peft.methods import apply_peft
+from lmforge.peft.methods import PeftTask, apply_peft
 from lmforge.peft.settings import PeftConfig
 
 PEFT_FILE = "lmforge_peft.json"  # method, settings and base model of an adapted run
@@ -97,7 +97,7 @@ def _base_source(meta: dict[str, Any]) -> str:
                       "restore it at that path or fine-tune again")
 
 
-def load_adapted_model(model_dir: str | Path, task: Any, settings: Any) -> nn.Module:
+def load_adapted_model(model_dir: str | Path, task: PeftTask, settings: Any) -> nn.Module:
     """Load a fine-tuned model folder in whatever format :func:`save_adapted_model` wrote.
 
     Args:

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from torch import nn
 
@@ -36,6 +36,24 @@ from lmforge.peft.adapters import add_adapters
 from lmforge.peft.settings import PeftConfig
 
 log = logging.getLogger(__name__)
+
+
+class PeftTask(Protocol):
+    """What the PEFT methods ask of a fine-tuning task (a
+    :class:`~lmforge.finetuning.task.Task`, which sits on a higher floor): how ``peft`` wraps
+    its model, whether it has a head to keep trainable, and whether virtual tokens fit."""
+
+    name: ClassVar[str]
+    peft_task_type: ClassVar[str]
+    """The ``peft.TaskType`` name (decides which ``PeftModel`` subclass wraps the model)."""
+    has_head: ClassVar[bool]
+    per_token_outputs: ClassVar[bool]
+    takes_past_key_values: ClassVar[bool]
+
+    def load_model(self, source: str, settings: Any,
+                   model_cfg: Any = None) -> tuple[nn.Module, bool]:
+        """The task's ``transformers`` model from ``source`` (and whether its head is new)."""
+        ...
 
 _BERT_LORA = ["query", "value"]
 # LoRA default targets: the attention query and value projections (Hu et al. 2021, sec. 7.1).
@@ -78,7 +96,7 @@ class Target:
             method: the task head plus any module the base checkpoint does not hold.
     """
 
-    task: Any
+    task: PeftTask
     head: list[str]
 
 
@@ -104,7 +122,7 @@ def checkpoint_keys(source: str) -> set[str] | None:
         return set(fh.keys())
 
 
-def head_modules(model: nn.Module, task: Any, source: str | None) -> list[str]:
+def head_modules(model: nn.Module, task: PeftTask, source: str | None) -> list[str]:
     """The task head (children beside the base model) and modules missing from ``source``.
 
     ``task`` is the task object (:class:`~lmforge.finetuning.task.Task`).
@@ -188,7 +206,7 @@ def _ia3(model: nn.Module, cfg: PeftConfig, target: Target) -> nn.Module:
     return _wrap(model, config, "ia3")
 
 
-def _check_prompt_task(method: str, task: Any) -> None:
+def _check_prompt_task(method: str, task: PeftTask) -> None:
     # Virtual tokens are prepended to the inputs, so per-token outputs (tags, span logits,
     # next-token logits) grow by N positions and no longer line up with the labels.
     if task.per_token_outputs:
@@ -298,7 +316,7 @@ def freeze_first_layers(model: nn.Module, count: int) -> None:
             p.requires_grad_(False)
 
 
-def apply_peft(model: nn.Module, cfg: PeftConfig, task: Any, source: str | None = None,
+def apply_peft(model: nn.Module, cfg: PeftConfig, task: PeftTask, source: str | None = None,
                verbose: bool = True) -> nn.Module:
     """Turn a task model into the model to train under ``cfg`` (see :data:`METHODS`).
 

@@ -47,7 +47,13 @@ from lmforge.finetuning.classification.objective import (
 from lmforge.models.build import resolve_checkpoint
 from lmforge.prompting.demos import sample_per_class
 from lmforge.prompting.report import label_metrics, markdown_table
-from lmforge.prompting.scoring import Encoder, label_token_ids, split_gguf, template_parts
+from lmforge.prompting.scoring import (
+    Encoder,
+    label_token_ids,
+    prompt_max_length,
+    split_gguf,
+    template_parts,
+)
 from lmforge.prompting.templates import Template
 from lmforge.runs import write_json
 from lmforge.tracking import build_loggers
@@ -237,12 +243,12 @@ def run_seed(job: Any, seed: int, source: dict[str, Any], template: Template,
     tr_y, dev_y = ([label2id[train["label"][i]] for i in idx] for idx in (tr_idx, dev_idx))
     test_y = np.array([label2id[y] for y in test["label"]])
     tokenizer = source["tokenizer"]
-    encoder = Encoder(tokenizer, job.max_length)
     pad_id = tokenizer.pad_token_id or 0
     out: dict[str, Any] = {"seed": seed, "train_rows": tr_idx, "dev_rows": dev_idx}
 
     torch.manual_seed(seed)
     mlm = AutoModelForMaskedLM.from_pretrained(source["folder"], **source["extra"])
+    encoder = Encoder(tokenizer, prompt_max_length(job.max_length, mlm))
     word_ids, word_mask = label_word_matrix(encoder, template, labels)
     objective = PromptObjective(mlm, word_ids, word_mask)
     collator = prompt_collator(pad_id)
@@ -261,7 +267,7 @@ def run_seed(job: Any, seed: int, source: dict[str, Any], template: Template,
         def enc(x: list[str], y: Any, name: str) -> datasets.Dataset:
             raw = datasets.Dataset.from_dict({"text": list(x), "label": [str(v) for v in y]})
             return prepare_classification(raw, tokenizer, {str(i): i for i in range(len(labels))},
-                                          max_length=job.max_length, split_name=name)
+                                          max_length=encoder.max_length, split_name=name)
 
         objective_b = ClassificationObjective(clf)
         collator_b = ClassificationCollator(tokenizer)
@@ -287,8 +293,12 @@ def mean_std(runs: list[dict[str, Any]], method: str) -> dict[str, float]:
 
 def run_fewshot_mode(job: Any, prompts: Any, train: dict[str, list], test: dict[str, list],
                      labels: list[str], majority: dict[str, Any], run_dir: Path,
-                     t0: float) -> dict[str, Any]:
-    """``mode=fewshot``: every seed with the first selected template; mean/std over seeds."""
+                     t0: float) -> tuple[dict[str, Any], str]:
+    """``mode=fewshot``: every seed with the first selected template; mean/std over seeds.
+
+    Returns:
+        The summary (the command writes it) and the markdown table of the results.
+    """
     from transformers import AutoTokenizer
 
     if not job.model.pretrained:
@@ -311,7 +321,7 @@ def run_fewshot_mode(job: Any, prompts: Any, train: dict[str, list], test: dict[
                              run_dir / f"seed-{seed}", accelerator, job.baseline))
         write_json(run_dir / "runs.json", {"runs": runs})
     summary: dict[str, Any] = {
-        "command": "prompt", "run_dir": str(run_dir), "mode": "fewshot",
+        "mode": "fewshot",
         "model": job.model.pretrained,
         "template": template.name, "shots_per_class": job.shots, "seeds": list(job.seeds),
         "precision": precision, "examples": len(test["text"]), "labels": labels,
@@ -332,5 +342,4 @@ def run_fewshot_mode(job: Any, prompts: Any, train: dict[str, list], test: dict[
     table = markdown_table(rows, ["method", "accuracy_mean", "accuracy_std", "macro_f1_mean",
                                   "macro_f1_std"])
     (run_dir / "results.md").write_text(table + "\n", encoding="utf-8")
-    write_json(run_dir / "summary.json", summary)
-    return {**summary, "table": table}  # the CLI prints the table; summary.json has none
+    return summary, table

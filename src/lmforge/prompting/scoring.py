@@ -46,6 +46,18 @@ log = logging.getLogger(__name__)
 
 TEXT = "\x00TEXT"  # marker of the input-text slot in a part list
 SLOT = "\x00SLOT"  # marker of the answer slot
+MAX_PROMPT_LENGTH = 2048  # max_length=None: the model's context, at most this many tokens
+
+
+def prompt_max_length(max_length: int | None, model: Any) -> int:
+    """``max_length``, or for None the model's context length (``max_position_embeddings``)
+    capped at :data:`MAX_PROMPT_LENGTH`: room for in-context demonstrations (eight SST-2
+    demonstrations take about 265 SmolLM2 tokens) without cutting inputs past what the
+    position embeddings allow."""
+    if max_length is not None:
+        return max_length
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return min(int(positions), MAX_PROMPT_LENGTH) if positions else MAX_PROMPT_LENGTH
 
 
 # ----------------------------------------------------------------------------- model loading

@@ -32,7 +32,10 @@ class PromptJob:
                                    "few-shot pool).")
     max_examples: int | None = opt(None, "Evaluate on a seeded sample of at most N examples.")
     batch_size: int = opt(16, "Prompts per forward pass.")
-    max_length: int = opt(256, "Longest prompt in tokens (input texts are cut to fit).")
+    max_length: int | None = opt(None, "Longest prompt in tokens (input texts are cut to "
+                                       "fit; demonstrations never are). None: the model's "
+                                       "context length (max_position_embeddings), at most "
+                                       "2048.")
     length_normalize: bool | None = opt(None, "Score a multi-token label word by the mean "
                                               "(true) or the sum (false) of its token "
                                               "log-probs; None: mean for masked LMs (parallel "
@@ -70,6 +73,7 @@ class PromptJob:
         check_choice("lm", self.lm, LM_KINDS)
         check(self.shots >= 1, "shots must be >= 1")
         check(self.batch_size >= 1, "batch_size must be >= 1")
-        check(16 <= self.max_length <= 32768, "max_length must be between 16 and 32768")
+        check(self.max_length is None or 16 <= self.max_length <= 32768,
+              "max_length must be between 16 and 32768")
         check(self.max_examples is None or self.max_examples > 0, "max_examples must be > 0")
         check(len(self.seeds) >= 1, "seeds must list at least one seed")

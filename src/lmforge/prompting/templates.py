@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from lmforge.errors import ConfigError
+from lmforge.textfiles import read_text
 
 PLACEHOLDERS = ("text", "mask")
 _FIELD = re.compile(r"\{(\w*)\}")
@@ -195,7 +196,7 @@ def load_prompts(path: str | Path) -> PromptSet:
         raise ConfigError(f"prompt file {str(p)!r} does not exist; set templates=FILE.yaml "
                           "(see configs/prompts/)")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_text(p, ConfigError))
     except yaml.YAMLError as err:
         first = str(err).splitlines()[0]
         raise ConfigError(f"{p}: not valid YAML ({first})") from None

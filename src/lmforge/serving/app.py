@@ -9,7 +9,9 @@ server's limits, and every error is one documented JSON shape (:mod:`.errors`).
 
 Every prediction except ``/generate`` goes through the :class:`MicroBatcher`, so requests
 that arrive together share one forward pass; the :class:`~.admission.Gate` in front of it
-refuses work early (503) when the queue is full, not ready or draining.
+refuses work early (503) when the queue is full, not ready or draining, or the answer is
+not expected within the latency budget, and the :class:`~.shedding.LoadShedder` in front of
+the whole app refuses overload before a body is read, at the cost of a counter.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,11 +32,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 
+from lmforge.finetuning.task import TaskSettings
 from lmforge.predictor import Predictor
 from lmforge.serving.admission import ClientGone, Gate, ServeState, until_disconnect
 from lmforge.serving.batcher import MicroBatcher
+from lmforge.serving.docs_pages import assets_folder, docs_urls, mount_docs
 from lmforge.serving.errors import (
-    Unavailable,
     error_body,
     install_error_handlers,
     post_route,
@@ -58,6 +62,7 @@ from lmforge.serving.security import (
     presented_key,
 )
 from lmforge.serving.settings import ServeJob
+from lmforge.serving.shedding import LoadShedder
 from lmforge.version import __version__
 from lmforge.wire import Route
 
@@ -93,7 +98,9 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
                            on_drop=lambda reason: metrics.dropped.labels(reason).inc())
     metrics.queue_depth.set_function(lambda: batcher.depth)  # read when scraped
     state = ServeState()
-    gate = Gate(batcher, state, metrics, predictor.count_tokens, cfg.max_input_tokens)
+    budget_s = cfg.latency_budget_ms / 1000 if cfg.latency_budget_ms is not None else None
+    gate = Gate(batcher, state, metrics, predictor.count_tokens, cfg.max_input_tokens,
+                budget_s)
 
     async def warm() -> None:
         try:
@@ -117,7 +124,9 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
             await warming
             await batcher.stop()
 
+    docs_assets = assets_folder()
     app = FastAPI(title="lmforge serve", version=__version__, lifespan=lifespan,
+                  **docs_urls(docs_assets),  # /docs and /redoc from local files (offline)
                   description=f"Serving a {predictor.task_name} model from "
                               f"{predictor.source} ({predictor.backend}, "
                               f"{predictor.precision}).")
@@ -125,6 +134,7 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
     app.state.batcher, app.state.status, app.state.gate = batcher, state, gate
     app.state.drain = gate.drain
     install_error_handlers(app)
+    mount_docs(app, docs_assets)
 
     @app.exception_handler(ClientGone)
     async def _gone(request: Request, err: ClientGone) -> Response:
@@ -145,6 +155,9 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
 
         mount_explain_route(app, predictor, cfg, auth, gate)
 
+    predict_paths = {"/predict", task_path}
+    if predictor.task.serves_explanations:
+        predict_paths.add("/explain")
     route_paths: set[str] = set()
 
     def known_paths() -> set[str]:
@@ -156,6 +169,10 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes,
                        timeout_s=cfg.body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=known_paths)
+    # Outermost: a refusal for overload skips every other layer (see .shedding).
+    app.add_middleware(LoadShedder, paths=predict_paths, max_in_flight=cfg.max_in_flight,
+                       overloaded=gate.overloaded, refusals_per_s=cfg.refusals_per_s,
+                       on_refuse=metrics.rejected.labels("overloaded").inc)
     _document_limits(app, cfg, {"/predict", task_path, "/explain"})
     return app
 
@@ -232,6 +249,8 @@ def _ops_routes(app: FastAPI, predictor: Predictor, cfg: ServeJob, state: ServeS
                 "max_input_chars": cfg.max_input_chars,
                 "max_input_tokens": cfg.max_input_tokens,
                 "request_timeout_s": cfg.request_timeout_s,
+                "latency_budget_ms": cfg.latency_budget_ms,
+                "max_in_flight": cfg.max_in_flight, "refusals_per_s": cfg.refusals_per_s,
                 "pid": os.getpid()}  # which worker answered (workers > 1)
 
 
@@ -259,7 +278,7 @@ def _predict_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: list
                auth, response_model=PredictResponse)
 
 
-def _task_route(app: FastAPI, route: Route, settings: Any, cfg: ServeJob, auth: list[Any],
+def _task_route(app: FastAPI, route: Route, settings: TaskSettings, cfg: ServeJob, auth: list[Any],
                 gate: Gate) -> None:
     """Mount the task's own route: its request schema in, its response schema out."""
 
@@ -282,14 +301,13 @@ def _task_route(app: FastAPI, route: Route, settings: Any, cfg: ServeJob, auth: 
 
 def _generate_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: list[Any],
                     gate: Gate) -> None:
-    """Mount ``POST /generate`` (whole reply, or server-sent events with ``stream``)."""
-    generating = [0]  # generations admitted and not finished (one runs at a time)
+    """Mount ``POST /generate`` (whole reply, or server-sent events with ``stream``).
+
+    Generations share the admission of the batched routes: each one, streamed or not, is
+    charged its expected cost in the gate's expected wait until it ends.
+    """
 
     async def generate(request: Request, req: Any) -> Any:
-        if generating[0] >= cfg.max_queue:
-            gate.metrics.rejected.labels("queue_full").inc()
-            raise Unavailable(f"overloaded: {generating[0]} generations waiting "
-                              f"(max_queue={cfg.max_queue})", 5)
         check_limits(req.model_dump(exclude_none=True), cfg.max_items, cfg.max_input_chars)
         messages = [m.model_dump() for m in req.messages] if req.messages else None
         gate.check_tokens([req.prompt] if req.prompt is not None else
@@ -303,12 +321,14 @@ def _generate_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: lis
                                 do_sample=req.do_sample)
         cancel = threading.Event()
         with gate.admitted():
-            if req.stream:
-                return StreamingResponse(_events(predictor, req.prompt, messages, params,
-                                                 cancel, cfg.request_timeout_s),
-                                         media_type="text/event-stream",
+            finish = gate.start_generation(params.max_new_tokens)
+            if req.stream:  # charged until the stream ends (_events calls finish)
+                events = _events(predictor, req.prompt, messages, params, cancel,
+                                 cfg.request_timeout_s, finish)
+                # A stream never started (its client left first) runs no `finally`.
+                weakref.finalize(events, finish)
+                return StreamingResponse(events, media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache"})
-            generating[0] += 1
             work = asyncio.ensure_future(asyncio.to_thread(
                 generate_text, predictor, req.prompt, messages, params, cancel))
             try:
@@ -320,7 +340,7 @@ def _generate_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: lis
                                          f"{cfg.request_timeout_s}") from None
             finally:
                 cancel.set()  # a timed-out or abandoned generation stops at its next step
-                generating[0] -= 1
+                finish()
         return {"text": text}
 
     post_route(app, "/generate", generate_request_model(cfg.max_new_tokens), generate,
@@ -333,8 +353,10 @@ def _generate_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: lis
 
 async def _events(predictor: Predictor, prompt: str | None,
                   messages: list[dict[str, str]] | None, params: GenerateParams,
-                  cancel: threading.Event, timeout_s: float) -> AsyncIterator[str]:
-    """Server-sent events: one per text piece, then a final one with the whole text."""
+                  cancel: threading.Event, timeout_s: float,
+                  finish: Callable[[], None]) -> AsyncIterator[str]:
+    """Server-sent events: one per text piece, then a final one with the whole text;
+    ``finish`` ends the stream's charge on the gate."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     pieces = stream_text(predictor, prompt, messages, params, cancel)
@@ -355,6 +377,7 @@ async def _events(predictor: Predictor, prompt: str | None,
         yield f"data: {json.dumps({'done': True, 'text': text}, ensure_ascii=False)}\n\n"
     finally:
         cancel.set()
+        finish()
         # close() joins the generation thread; ValueError: next() still runs in a cancelled
         # to_thread, and that generation ends on `cancel` by itself.
         with contextlib.suppress(ValueError):

@@ -137,6 +137,10 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         return max(self._busy_until - loop.time(), 0.0) + self._waiting / self._rate
 
+    def service_time(self, size: int) -> float:
+        """Expected seconds of a forward pass over ``size`` inputs (0 if unknown)."""
+        return max(size, 1) / self._rate if self._rate else 0.0
+
     def _retry_after(self) -> int:
         return max(1, math.ceil(self.expected_wait()))
 

@@ -9,13 +9,22 @@ Example::
         client.classify("what a lovely film")      # [{"label": "positive", ...}]
         for piece in client.generate_stream(prompt="hello"):
             print(piece, end="")
+
+An overloaded server answers 503 with ``Retry-After`` (and 429 may come from a proxy in
+front of it). The client then backs off and retries, ``retries`` times at most: it waits
+the ``Retry-After`` seconds (capped at ``max_backoff``) or, without the header, an
+exponential back-off ``backoff * 2**attempt`` (capped likewise), each stretched by a random
+factor in [1, 1.5] so that clients refused together do not come back together.
+:func:`backoff_delay` is the rule, for clients written in other languages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -38,13 +47,24 @@ class Client:
         api_key: Sent as ``Authorization: Bearer`` when given.
         timeout: Seconds per request.
         transport: An httpx transport (tests pass ``httpx.ASGITransport``/``MockTransport``).
+        retries: Most retries of a request refused with 503 / 429 (0: none).
+        backoff: First back-off in seconds when the server sends no ``Retry-After``.
+        max_backoff: Longest single wait, whatever ``Retry-After`` says.
+        sleep: The function that waits (tests pass a recorder).
     """
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, retries: int = 5,
+                 backoff: float = 0.25, max_backoff: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers,
                                   timeout=timeout, transport=transport)
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._sleep = sleep
+        self._rng = random.Random()
 
     def __enter__(self) -> Client:
         return self
@@ -56,8 +76,20 @@ class Client:
         """Close the connection pool."""
         self._http.close()
 
+    def _send(self, request: Callable[[], httpx.Response]) -> httpx.Response:
+        """``request()``, retried after a back-off while the server refuses it (503 / 429)."""
+        attempt = 0
+        while True:
+            response = request()
+            if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                return response
+            response.close()
+            self._sleep(backoff_delay(attempt, response.headers.get("retry-after"),
+                                      self.backoff, self.max_backoff, self._rng))
+            attempt += 1
+
     def _post(self, path: str, body: dict[str, Any]) -> Any:
-        response = self._http.post(path, json=body)
+        response = self._send(lambda: self._http.post(path, json=body))
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail")
@@ -126,7 +158,10 @@ class Client:
         """Yield text pieces as the server streams them (server-sent events)."""
         body = {"prompt": prompt, "messages": messages, **options, "stream": True}
         body = {k: v for k, v in body.items() if v is not None}
-        with self._http.stream("POST", "/generate", json=body) as response:
+        # A refusal comes before the first event, so the stream is retried like a request.
+        response = self._send(lambda: self._http.send(self._http.build_request(
+            "POST", "/generate", json=body), stream=True))
+        with contextlib.closing(response):
             if response.status_code >= 400:
                 response.read()
                 raise ServeError(response.status_code, response.text)
@@ -135,6 +170,34 @@ class Client:
                     raise ServeError(504, event["data"].get("detail"))
                 if "token" in event["data"]:
                     yield event["data"]["token"]
+
+
+RETRY_STATUSES = (429, 503)
+"""Statuses that mean "not now": retried after a back-off."""
+
+
+def backoff_delay(attempt: int, retry_after: str | None, backoff: float = 0.25,
+                  max_backoff: float = 30.0, rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry number ``attempt + 1`` of a refused request.
+
+    ``Retry-After`` (seconds, as ``lmforge serve`` sends it) is honoured when present,
+    else the wait doubles per attempt from ``backoff``; either is capped at ``max_backoff``
+    and stretched by a random factor in [1, 1.5]. The jitter only lengthens the wait:
+    retrying before ``Retry-After`` would be refused again.
+
+    Args:
+        attempt: 0 for the first retry.
+        retry_after: The response's ``Retry-After`` header (None if absent; an HTTP date
+            or garbage counts as absent).
+        backoff: The first wait without ``Retry-After``.
+        max_backoff: The longest wait before jitter.
+        rng: Source of the jitter (a seeded one in tests).
+    """
+    base = backoff * 2 ** attempt
+    if retry_after is not None:
+        with contextlib.suppress(ValueError):
+            base = max(float(retry_after), 0.0)
+    return min(base, max_backoff) * (1.0 + 0.5 * (rng or random).random())
 
 
 def iter_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:

@@ -11,7 +11,8 @@ validation, ``errors`` listing each problem with its location. The codes:
 422    malformed JSON, a missing / unknown / wrongly typed field, or an input over
        ``max_items``, ``max_input_chars``, ``max_input_tokens`` (``limit`` says which)
 500    an unexpected server error (a bug: please report it)
-503    not ready yet, shutting down, or overloaded (the queue is full); ``Retry-After``
+503    not ready yet, shutting down, or overloaded (queue full, max_in_flight, or over
+       latency_budget_ms); ``Retry-After``
 504    waited ``request_timeout_s`` in the queue without being served (never computed)
 =====  =====================================================================================
 """
@@ -81,8 +82,9 @@ RESPONSES: dict[int, dict[str, Any]] = {
                          "max_input_tokens ('limit' names it; the token limit cannot be "
                          "stated in this schema)."},
     500: {"description": "Unexpected server error."},
-    503: {"description": "Not ready yet, shutting down, or overloaded (the queue is full): "
-                         "retry after Retry-After seconds.", "headers": _RETRY_AFTER},
+    503: {"description": "Not ready yet, shutting down, or overloaded (the queue is full, "
+                         "max_in_flight, or over latency_budget_ms): retry after "
+                         "Retry-After seconds.", "headers": _RETRY_AFTER},
     504: {"description": "Waited request_timeout_s in the queue without being served."},
 }
 

@@ -45,7 +45,8 @@ class ServerMetrics:
         self.in_flight = Gauge("lmforge_requests_in_flight", "HTTP requests being served.",
                                registry=self.registry)
         self.rejected = Counter("lmforge_rejected", "Requests refused with 503 before any "
-                                "work, by reason (queue_full, draining, not_ready).",
+                                "work, by reason (overloaded: refused before the body was read; "
+                                "over_budget, queue_full, draining, not_ready).",
                                 ["reason"], registry=self.registry)
         self.dropped = Counter("lmforge_dropped", "Queued inputs never computed, by reason "
                                "(cancelled: the client left; expired: request_timeout_s).",

@@ -19,6 +19,7 @@ from typing import Any
 
 from lmforge.errors import ConfigError
 from lmforge.serving.metrics import ASGIApp, Message, Scope
+from lmforge.textfiles import read_text
 
 
 def load_api_keys(keys: Iterable[str] = (), key_file: str | None = None,
@@ -42,7 +43,7 @@ def load_api_keys(keys: Iterable[str] = (), key_file: str | None = None,
         if not path.is_file():
             raise ConfigError(f"api_key_file {key_file!r} not found; give a file with one key "
                               "per line")
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in read_text(path, ConfigError).splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
                 found.append(line)

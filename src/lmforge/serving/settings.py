@@ -17,7 +17,9 @@ class ServeJob:
 
     Concurrent requests are grouped into one forward pass (dynamic micro-batching) of at most
     ``max_batch_size`` inputs, waiting at most ``max_wait_ms`` for a batch to fill. At most
-    ``max_queue`` inputs wait; beyond that a request gets 503 with ``Retry-After`` at once.
+    ``max_queue`` inputs wait; beyond that, or when its answer is not expected within
+    ``latency_budget_ms``, or over ``max_in_flight`` requests, a request gets 503 with
+    ``Retry-After``.
     """
 
     run: str = opt("", "Fine-tuned run directory (or its model/ folder), or an ONNX export "
@@ -33,6 +35,19 @@ class ServeJob:
     max_queue: int = opt(128, "Most inputs waiting for a forward pass (admission control); "
                               "past it, or when the queue would not be served within "
                               "request_timeout_s, new requests get 503 with Retry-After.")
+    latency_budget_ms: float | None = opt(1000.0, "Admit a prediction only when its answer "
+                                                  "is expected within this many ms (the "
+                                                  "queue ahead at measured throughput, "
+                                                  "running generations, its own forward "
+                                                  "pass); past it -> 503 with Retry-After "
+                                                  "before the body is read. None: off.")
+    max_in_flight: int = opt(256, "Most prediction requests being served at once (parsed, "
+                                  "queued or computed); more -> 503 before the body is read.")
+    refusals_per_s: float | None = opt(500.0, "Pace of 503s for overload: each is held (a "
+                                              "timer, no CPU) for (refusals held) / this "
+                                              "seconds, at most 5, so clients that retry at "
+                                              "once cannot keep the server busy refusing. "
+                                              "None: sent at once.")
     max_items: int = opt(64, "Most inputs (texts, records, messages) in one request "
                              "(more -> 422).")
     max_input_chars: int = opt(10000, "Most characters in one string (more -> 422).")
@@ -82,6 +97,11 @@ class ServeJob:
         check(self.explain_max_budget >= 1, "explain_max_budget must be >= 1")
         check(self.request_timeout_s > 0, "request_timeout_s must be > 0")
         check(self.max_queue >= 1, "max_queue must be >= 1")
+        check(self.latency_budget_ms is None or self.latency_budget_ms > 0,
+              "latency_budget_ms must be > 0 (or None)")
+        check(self.max_in_flight >= 1, "max_in_flight must be >= 1")
+        check(self.refusals_per_s is None or self.refusals_per_s > 0,
+              "refusals_per_s must be > 0 (or None)")
         check(self.body_timeout_s > 0, "body_timeout_s must be > 0")
         check(self.keep_alive_s > 0, "keep_alive_s must be > 0")
         check(self.drain_timeout_s >= 0, "drain_timeout_s must be >= 0")

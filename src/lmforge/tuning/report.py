@@ -47,8 +47,11 @@ def keep_best_models(study: Any, objs: list[Any], keep: int) -> None:
     complete = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE),
                       key=lambda t: _sort_key(t, objs))
     kept = {t.number for t in complete[:keep]}
+    # An interrupted trial and the retry that resumed it share one run folder.
+    kept_dirs = {t.user_attrs.get("run_dir") for t in complete[:keep]}
     for trial in trials:
-        if trial.state.is_finished() and trial.number not in kept and "run_dir" in trial.user_attrs:
+        if trial.state.is_finished() and trial.number not in kept and "run_dir" in \
+                trial.user_attrs and trial.user_attrs["run_dir"] not in kept_dirs:
             shutil.rmtree(Path(trial.user_attrs["run_dir"]) / "model", ignore_errors=True)
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from lmforge.config import _suggest
 from lmforge.engine.hooks import StepHook
 from lmforge.errors import ConfigError
-from lmforge.finetuning.task import get_task
+from lmforge.finetuning.task import TaskConfig, get_task
 from lmforge.tuning.settings import TuneConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,13 +75,12 @@ def direction_of(metric: str) -> str:
     return "minimize" if any(word in metric for word in _MINIMIZE_WORDS) else "maximize"
 
 
-def objectives(cfg: TuneConfig, task: str, multi_label: bool) -> list[Objective]:
+def objectives(cfg: TuneConfig, task: TaskConfig) -> list[Objective]:
     """The study's objectives, checked against what the task reports.
 
     Args:
         cfg: The ``tune`` section (objective names, directions, pruner).
-        task: The registered task name of the tuned job.
-        multi_label: The job's ``task.multi_label``.
+        task: The tuned job's ``task`` section (its name and options).
 
     Raises:
         ConfigError: An ``eval_*`` objective the task's evaluation does not report, or a
@@ -90,12 +89,12 @@ def objectives(cfg: TuneConfig, task: str, multi_label: bool) -> list[Objective]
     directions = cfg.direction or [direction_of(name) for name in cfg.objective]
     # The engine's in-loop evaluation metrics (the task's reducer): the ones that can be
     # pruned on and pick each trial's best checkpoint. The task declares them itself.
-    known = get_task(task).tuning_objectives(multi_label)
+    known = get_task(task.name).tuning_objectives(task)
     out = []
     for name, direction in zip(cfg.objective, directions, strict=True):
         if name.startswith("eval_") and name not in known:
             raise ConfigError(f"tune.objective={name!r} is not an evaluation metric of task "
-                              f"{task!r}{_suggest(name, known)}; choose one of {list(known)} "
+                              f"{task.name!r}{_suggest(name, known)}; choose one of {list(known)} "
                               "or a validation report metric")
         out.append(Objective(name, direction))
     if len(out) > 1 and cfg.pruner != "none":
@@ -147,11 +146,16 @@ def open_storage(cfg: TuneConfig, run_dir: Path) -> Any:
                           "a writable journal file path") from None
 
 
-def make_sampler(cfg: TuneConfig, grid: dict[str, list[Any]] | None) -> Any:
-    """TPE (multivariate, grouped for conditional keys), random or grid, seeded."""
+def make_sampler(cfg: TuneConfig, grid: dict[str, list[Any]] | None, offset: int = 0) -> Any:
+    """TPE (multivariate, grouped for conditional keys), random or grid, seeded.
+
+    ``offset`` (the trials a continued study already holds) moves the seed on: a sampler
+    seeded as in the first run would draw the first run's random points again.
+    """
     optuna = optuna_module()
+    seed = cfg.seed + offset
     if cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if cfg.sampler == "grid":
         class AskTellGrid(optuna.samplers.GridSampler):
             # GridSampler stops the study from inside tell() when the grid is used up, which
@@ -160,11 +164,11 @@ def make_sampler(cfg: TuneConfig, grid: dict[str, list[Any]] | None) -> Any:
             def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
                 return None
 
-        return AskTellGrid(grid, seed=cfg.seed)
+        return AskTellGrid(grid, seed=seed)
 
     with warnings.catch_warnings():  # multivariate / group are "experimental" in Optuna
         warnings.simplefilter("ignore")
-        return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.startup_trials,
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.startup_trials,
                                           multivariate=True, group=True, constant_liar=True)
 
 
@@ -199,11 +203,43 @@ def _alive(pid: int) -> bool:
     return True
 
 
+RESUMED_ATTRS = ("run_dir", "seed")
+"""User attributes a retried trial takes over from the one it retries: the same run folder
+(so it resumes from that run's latest checkpoint) and the same training seed."""
+
+
+def retry_attrs(trial: Any) -> dict[str, Any]:
+    """User attributes of the trial that retries ``trial`` (see :data:`RESUMED_ATTRS`)."""
+    return {"retry_of": trial.number,
+            **{k: trial.user_attrs[k] for k in RESUMED_ATTRS if k in trial.user_attrs}}
+
+
+def retried_trial(trial: Any) -> int | None:
+    """The number of the trial that ``trial`` (a frozen trial) retries, or None.
+
+    lmforge's own retries say it in ``retry_of``; a retry by Optuna's heartbeat callback (RDB
+    storages) in its ``retry_history`` (its user attributes, ``run_dir`` and ``seed`` among
+    them, are copies of the stale trial's).
+    """
+    history = trial.system_attrs.get("retry_history")
+    if history:
+        return int(history[-1])
+    number = trial.user_attrs.get("retry_of")
+    return None if number is None else int(number)
+
+
+def retried_numbers(trials: list[Any]) -> set[int]:
+    """Numbers of the trials that another trial retries (and resumes): not results."""
+    return {n for n in map(retried_trial, trials) if n is not None}
+
+
 def recover_dead_trials(study: Any) -> int:
     """Mark RUNNING trials of dead workers on this host as failed and queue them again.
 
     A killed ``lmforge tune`` leaves its current trial RUNNING in a journal file; the next run
-    retries its parameters, so no trial is lost. Returns how many were requeued.
+    queues a trial with its parameters, run folder and seed, which resumes the killed run from
+    its latest checkpoint, so neither the trial nor its work is lost (nor counted twice
+    against ``tune.n_trials``). Returns how many were requeued.
     """
     optuna = optuna_module()
     host = socket.gethostname()
@@ -216,8 +252,7 @@ def recover_dead_trials(study: Any) -> int:
         # Not a result of its parameters: excluded from n_trials, and its parameters retried.
         study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number},
-                            skip_if_exists=False)
+        study.enqueue_trial(trial.params, user_attrs=retry_attrs(trial), skip_if_exists=False)
         log.warning("trial %d was left running by a dead worker (%s); queued again", trial.number,
                     worker)
         requeued += 1
@@ -232,21 +267,34 @@ class PruningHook(StepHook):
     different batch sizes report at the same fractions of an epoch. With k = 0 the run keeps
     ``train.eval_every`` and reports at the global step.
 
+    A run resumed from a checkpoint (the retry of a killed trial) first reports again what
+    the killed trial had reported up to that checkpoint (``previous``), then goes on counting.
+
     Args:
         trial: The Optuna trial.
         metric: The engine metric to report (``eval_accuracy``, ...).
         evals_per_epoch: See above.
+        previous: Intermediate values of the trial this one resumes ({step: value}).
     """
 
-    def __init__(self, trial: Any, metric: str, evals_per_epoch: int) -> None:
+    def __init__(self, trial: Any, metric: str, evals_per_epoch: int,
+                 previous: dict[int, float] | None = None) -> None:
         self.trial, self.metric, self.evals_per_epoch = trial, metric, evals_per_epoch
+        self.previous = dict(previous or {})
         self.pruned = False
         self.evaluations = 0
 
     def on_train_begin(self, engine: Engine) -> None:
-        """Set the evaluation cadence from the run's real steps per epoch."""
+        """Set the evaluation cadence from the run's real steps per epoch; on a resumed run,
+        count the evaluations before its checkpoint and report their values again."""
         if self.evals_per_epoch > 0:
             engine.cfg.eval_every = max(1, engine.steps_per_epoch // self.evals_per_epoch)
+        done = engine.state.global_step
+        self.evaluations = done // max(1, engine.cfg.eval_every or engine.steps_per_epoch)
+        last = self.evaluations if self.evals_per_epoch > 0 else done
+        for step, value in sorted(self.previous.items()):
+            if step <= last:
+                self.trial.report(float(value), step)
 
     def on_evaluate(self, engine: Engine, metrics: dict[str, float]) -> None:
         """Report the objective; on a prune decision stop cleanly (the run still saves)."""

@@ -5,7 +5,6 @@ Served at ``POST /classify`` (one text or a batch, optional sentence pairs, top-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from pydantic import BaseModel, Field
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
-from lmforge.config import opt
 from lmforge.errors import DataError
 from lmforge.evaluation.classification import tune_thresholds
 from lmforge.finetuning.classification.attack import ClassificationTarget
@@ -33,8 +31,9 @@ from lmforge.finetuning.classification.objective import (
     classification_reducer,
 )
 from lmforge.finetuning.classification.report import evaluate_classifier
+from lmforge.finetuning.classification.settings import ClassificationSettings
 from lmforge.finetuning.models import load_pretrained, model_kwargs
-from lmforge.finetuning.task import SAMPLE_TEXTS, Task, TaskSettings
+from lmforge.finetuning.task import SAMPLE_TEXTS, Task, saved_settings
 from lmforge.wire import (
     InputRecord,
     JsonInt,
@@ -44,20 +43,6 @@ from lmforge.wire import (
     RouteCall,
     record_model,
 )
-
-
-@dataclass
-class ClassificationSettings(TaskSettings):
-    """A classifier's labels, columns and decision thresholds."""
-
-    labels: list[str] = opt([], "Label names, in the order of the model's outputs.")
-    multi_label: bool = opt(False, "Several labels per text (sigmoid per label).")
-    text_pair_column: str | None = opt(None, "Second text column of sentence-pair models.")
-    label_column: str = opt("label", "Column with the gold label(s).")
-    label_separator: str = opt(",", "Separator of labels in a multi-label string column.")
-    class_weights: str = opt("none", "none or balanced.")
-    thresholds: list[float] | None = opt(None, "Multi-label: per-label decision thresholds "
-                                               "tuned on the validation set.")
 
 
 class ClassifyRequest(OneOrManyTexts):
@@ -126,10 +111,10 @@ class ClassificationTask(Task):
         loss keeps an early checkpoint (SST-2, BENCHMARKS.md: the defaults study)."""
         return ("eval_subset_accuracy" if job.task.multi_label else "eval_accuracy"), True
 
-    def tuning_objectives(self, multi_label: bool) -> tuple[str, ...]:
+    def tuning_objectives(self, options: Any) -> tuple[str, ...]:
         """What :func:`~lmforge.finetuning.classification.objective.classification_reducer`
         reports (subset accuracy only for multi-label runs)."""
-        if multi_label:
+        if options.multi_label:
             return ("eval_loss", "eval_accuracy", "eval_subset_accuracy", "eval_macro_f1")
         return ("eval_loss", "eval_accuracy", "eval_macro_f1")
 
@@ -147,11 +132,8 @@ class ClassificationTask(Task):
         task = job.task
         labels = collect_label_names(train, task.label_column, task.multi_label,
                                      task.label_separator)
-        return ClassificationSettings(
-            task=self.name, labels=labels, multi_label=task.multi_label,
-            text_column=task.text_column, text_pair_column=task.text_pair_column,
-            label_column=task.label_column, label_separator=task.label_separator,
-            class_weights=task.class_weights, max_length=job.data.max_length)
+        return saved_settings(ClassificationSettings, task, task=self.name, labels=labels,
+                              max_length=job.data.max_length)
 
     def encode(self, raw: datasets.Dataset, tokenizer: Any, settings: ClassificationSettings,
                split_name: str) -> datasets.Dataset:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from pydantic import BaseModel, Field
 from torch import nn
 from transformers import AutoModelForQuestionAnswering
 
-from lmforge.config import opt
 from lmforge.errors import DataError
 from lmforge.evaluation.qa import qa_metrics
 from lmforge.finetuning.models import load_pretrained, model_kwargs
@@ -35,26 +33,13 @@ from lmforge.finetuning.qa.data import (
 )
 from lmforge.finetuning.qa.explain import QuestionAnsweringAdapter
 from lmforge.finetuning.qa.objective import QAObjective, qa_reducer
-from lmforge.finetuning.task import SAMPLE_TEXTS, Task, TaskSettings
+from lmforge.finetuning.qa.settings import QaSettings
+from lmforge.finetuning.task import SAMPLE_TEXTS, Task, saved_settings
 from lmforge.runs import write_json
 from lmforge.wire import InputRecord, NonBlank, Route, RouteCall, Strict, record_model
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class QaSettings(TaskSettings):
-    """Columns and windowing / span-decoding settings of an extractive QA model."""
-
-    question_column: str = opt("question", "Question column.")
-    context_column: str = opt("context", "Context (passage) column.")
-    answers_column: str = opt("answers", "Answers column {text: [...], answer_start: [...]}.")
-    id_column: str = opt("id", "Example id column.")
-    doc_stride: int = opt(128, "Overlap in tokens between windows of a long context.")
-    n_best: int = opt(20, "Start / end candidates tried per window.")
-    max_answer_length: int = opt(30, "Longest answer span in tokens.")
-    allow_unanswerable: bool = opt(False, "Predict no answer when the null score wins.")
-    train_answer_check: dict | None = opt(None, "Answer-alignment check of the training split.")
 
 
 class AnswerRequest(Strict):
@@ -98,7 +83,7 @@ class QuestionAnsweringTask(Task):
     onnx_outputs = ("start_logits", "end_logits")
     metric_scale = 1.0  # exact match and F1 are percentages already (SQuAD convention)
 
-    def tuning_objectives(self, multi_label: bool) -> tuple[str, ...]:
+    def tuning_objectives(self, options: Any) -> tuple[str, ...]:
         """What :func:`~lmforge.finetuning.qa.objective.qa_reducer` reports (span accuracy;
         exact match and F1 need the decoded answers and are only in the full report)."""
         return ("eval_loss", "eval_span_accuracy")
@@ -110,14 +95,8 @@ class QuestionAnsweringTask(Task):
 
     def setup(self, job: Any, train: datasets.Dataset) -> QaSettings:
         """Column names and windowing / decoding settings (no labels to collect)."""
-        t = job.task
-        return QaSettings(task=self.name, question_column=t.question_column,
-                          context_column=t.context_column, answers_column=t.answers_column,
-                          id_column=t.id_column, text_column=t.text_column,
-                          doc_stride=t.doc_stride, n_best=t.n_best,
-                          max_answer_length=t.max_answer_length,
-                          allow_unanswerable=t.allow_unanswerable,
-                          max_length=job.data.max_length)
+        return saved_settings(QaSettings, job.task, task=self.name,
+                              max_length=job.data.max_length)
 
     def _check(self, raw: datasets.Dataset, settings: QaSettings,
                split_name: str) -> tuple[datasets.Dataset, dict[str, Any]]:

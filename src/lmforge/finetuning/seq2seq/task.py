@@ -7,7 +7,6 @@ the final report generates an output for every source and scores it with ROUGE a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from pydantic import Field
 from torch import nn
 from transformers import AutoModelForSeq2SeqLM
 
-from lmforge.config import opt
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.generation import generation_metrics
 from lmforge.finetuning.generative import (
@@ -32,21 +30,10 @@ from lmforge.finetuning.seq2seq.data import (
     generate_texts,
     prepare_seq2seq,
 )
-from lmforge.finetuning.task import TaskSettings
+from lmforge.finetuning.seq2seq.settings import Seq2SeqSettings
+from lmforge.finetuning.task import saved_settings
 from lmforge.runs import write_json
 from lmforge.wire import InputRecord, record_model
-
-
-@dataclass
-class Seq2SeqSettings(TaskSettings):
-    """Columns, lengths and decoding options of an encoder-decoder model."""
-
-    source_column: str = opt("source", "Input text column.")
-    target_column: str = opt("target", "Output text column.")
-    source_prefix: str = opt("", "Prefix added to every input (e.g. 'summarize: ').")
-    max_target_length: int = opt(128, "Maximum target length in tokens.")
-    max_new_tokens: int = opt(128, "Generation: maximum new tokens.")
-    num_beams: int = opt(1, "Generation: beam size (1 = greedy).")
 
 
 def generation_settings(settings: Seq2SeqSettings) -> GenerationSettings:
@@ -78,7 +65,7 @@ class Seq2SeqTask(GenerativeTaskBase):
     peft_task_type = "SEQ_2_SEQ_LM"
     takes_past_key_values = True
 
-    def tuning_objectives(self, multi_label: bool) -> tuple[str, ...]:
+    def tuning_objectives(self, options: Any) -> tuple[str, ...]:
         """The keys of the shared generative reducer (:mod:`lmforge.finetuning.generative`)."""
         return ("eval_loss", "eval_perplexity", "eval_token_accuracy")
 
@@ -90,11 +77,8 @@ class Seq2SeqTask(GenerativeTaskBase):
                 raise DataError(f"column {column!r} not found in train (columns: "
                                 f"{', '.join(train.column_names)}); set task.source_column / "
                                 "task.target_column")
-        return Seq2SeqSettings(
-            task=self.name, source_column=task.source_column,
-            target_column=task.target_column, source_prefix=task.source_prefix,
-            max_length=job.data.max_length, max_target_length=task.max_target_length,
-            max_new_tokens=task.max_new_tokens, num_beams=task.num_beams,
+        return saved_settings(
+            Seq2SeqSettings, task, task=self.name, max_length=job.data.max_length,
             # `lmforge predict` reads a plain text file's lines into this column.
             text_column=task.source_column)
 

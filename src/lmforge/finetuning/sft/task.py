@@ -11,7 +11,6 @@ tokenizer that ``lmforge finetune`` saves with the model renders prompts exactly
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,7 +20,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from lmforge.config import opt
 from lmforge.errors import DataError
 from lmforge.evaluation.generation import generation_metrics
 from lmforge.finetuning.generative import (
@@ -38,7 +36,8 @@ from lmforge.finetuning.sft.data import (
     ensure_chat_template,
 )
 from lmforge.finetuning.sft.data import prepare_sft as _prepare_sft
-from lmforge.finetuning.task import TaskSettings
+from lmforge.finetuning.sft.settings import SftSettings
+from lmforge.finetuning.task import saved_settings
 from lmforge.runs import write_json
 from lmforge.wire import InputRecord, record_model
 
@@ -64,18 +63,6 @@ Conversation = Annotated[list[ChatTurn], AfterValidator(_has_question), Field(
         "role": {"enum": ["system", "user"]}}, "required": ["role"]}})]
 """Turns to answer (a final assistant turn is the reference, not answered)."""
 
-
-@dataclass
-class SftSettings(TaskSettings):
-    """Columns, lengths and decoding options of a chat-tuned causal LM."""
-
-    messages_column: str = opt("messages", "Column with a list of {role, content} turns.")
-    prompt_column: str = opt("prompt", "Prompt column (when there is no messages column).")
-    response_column: str = opt("response", "Response column.")
-    train_on_prompt: bool = opt(False, "The loss also covered prompt tokens.")
-    max_new_tokens: int = opt(128, "Generation: maximum new tokens.")
-    num_beams: int = opt(1, "Generation: beam size (1 = greedy).")
-    tokenizer_size: int = opt(0, "Tokenizer size at training time (the embeddings grow to it).")
 
 
 def conversation(record: dict[str, Any], settings: SftSettings,
@@ -154,18 +141,15 @@ class ChatSftTask(GenerativeTaskBase):
     accepts_messages = True
     stop_string = END_OF_TURN
 
-    def tuning_objectives(self, multi_label: bool) -> tuple[str, ...]:
+    def tuning_objectives(self, options: Any) -> tuple[str, ...]:
         """The keys of the shared generative reducer (:mod:`lmforge.finetuning.generative`)."""
         return ("eval_loss", "eval_perplexity", "eval_token_accuracy")
 
     def setup(self, job: Any, train: datasets.Dataset) -> SftSettings:
         """Column names, lengths and decoding options (saved with the model)."""
         task = job.task
-        return SftSettings(
-            task=self.name, messages_column=task.messages_column,
-            prompt_column=task.prompt_column, response_column=task.response_column,
-            max_length=job.data.max_length, train_on_prompt=task.train_on_prompt,
-            max_new_tokens=task.max_new_tokens, num_beams=task.num_beams,
+        return saved_settings(
+            SftSettings, task, task=self.name, max_length=job.data.max_length,
             # `lmforge predict` reads a plain text file's lines into this column.
             text_column=task.prompt_column)
 

@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,10 @@ from pydantic import BaseModel, Field
 from torch import nn
 from transformers import AutoModelForTokenClassification
 
-from lmforge.config import opt
 from lmforge.errors import DataError
 from lmforge.evaluation.ner import ner_metrics
 from lmforge.finetuning.models import load_pretrained, model_kwargs
-from lmforge.finetuning.task import Task, TaskSettings
+from lmforge.finetuning.task import Task, saved_settings
 from lmforge.finetuning.token_classification.data import (
     NO_WORD,
     TokenClassificationCollator,
@@ -38,6 +36,7 @@ from lmforge.finetuning.token_classification.objective import (
     TokenClassificationObjective,
     token_classification_reducer,
 )
+from lmforge.finetuning.token_classification.settings import TokenClassificationSettings
 from lmforge.runs import write_json
 from lmforge.wire import InputRecord, NonBlank, OneOrManyTexts, Route, RouteCall, record_model
 
@@ -109,16 +108,6 @@ def _word_scores(best: list[list[float]], word_ids: list[list[int]],
     return out
 
 
-@dataclass
-class TokenClassificationSettings(TaskSettings):
-    """A tagger's tag names, scheme and columns."""
-
-    labels: list[str] = opt([], "Tag names, in the order of the model's outputs.")
-    scheme: str = opt("BIO", "Tagging scheme: BIO or BIOES.")
-    tokens_column: str = opt("tokens", "Column with the list of words.")
-    tags_column: str = opt("tags", "Column with one tag per word.")
-    label_all_subwords: bool = opt(False, "Every sub-word was labelled (else the first).")
-
 
 class EntitiesRequest(OneOrManyTexts):
     """``POST /entities``: texts are split on whitespace into words."""
@@ -173,7 +162,7 @@ class TokenClassificationTask(Task):
     per_token_outputs = True
     onnx_outputs = ("logits",)
 
-    def tuning_objectives(self, multi_label: bool) -> tuple[str, ...]:
+    def tuning_objectives(self, options: Any) -> tuple[str, ...]:
         """The keys of the tag objective's reducer (token accuracy, not entity F1, which
         needs decoded spans and is only in the full report)."""
         return ("eval_loss", "eval_token_accuracy")
@@ -187,11 +176,8 @@ class TokenClassificationTask(Task):
         """Labels from the training split (every prefix of each type) and column settings."""
         task = job.task
         labels = collect_labels(train, task.scheme, tags_column=task.tags_column, complete=True)
-        return TokenClassificationSettings(
-            task=self.name, labels=labels, scheme=task.scheme,
-            tokens_column=task.tokens_column, tags_column=task.tags_column,
-            text_column=task.text_column, max_length=job.data.max_length,
-            label_all_subwords=task.label_all_subwords)
+        return saved_settings(TokenClassificationSettings, task, task=self.name, labels=labels,
+                              max_length=job.data.max_length)
 
     def encode(self, raw: datasets.Dataset, tokenizer: Any, settings: TokenClassificationSettings,
                split_name: str) -> datasets.Dataset:
