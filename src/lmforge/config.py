@@ -223,14 +223,14 @@ def _resolve_variant(cls: type, data: dict[str, Any], prefix: str) -> tuple[type
     tag = data.get(tag_key, _field_defaults(cls)[tag_key])
     check_choice(f"{prefix}{tag_key}", tag, list(classes))
     chosen = classes[tag]
-    own = {f.name for f in dataclasses.fields(chosen)}
+    defaults = {name: _field_defaults(other) for name, other in classes.items()}
     kept: dict[str, Any] = {}
     for key, value in data.items():
-        owners = [name for name, other in classes.items()
-                  if key not in own and key in _field_defaults(other)]
+        owners = [] if key in defaults[tag] else \
+            [name for name, keys in defaults.items() if key in keys]
         if not owners:
             kept[key] = value  # its own key, or unknown (from_dict names the nearest)
-        elif any(_field_defaults(classes[name])[key] != value for name in owners):
+        elif any(defaults[name][key] != value for name in owners):
             raise ConfigError(f"{prefix}{key} is an option of {prefix}{tag_key}="
                               f"{' / '.join(owners)}, not of {prefix}{tag_key}={tag}; "
                               f"remove it or set {prefix}{tag_key}")
