@@ -11,7 +11,7 @@ function of such values, e.g. a ratio) and a format (``int``, ``f3``, ``pct1``, 
 block's syntax is described in ``bench/cellmap.py``. A mapped number must be the value its
 cell names, rounded as its format says: a swapped pair, a changed digit or a number with no
 key fails. A table without a Source line and without numbers (once its ignore list is
-applied) is text, not results (README's feature table), and is not checked.
+applied) is text, not results (a feature table), and is not checked.
 
 Unmapped tables (no block yet, or cells marked ``?``) get only the old, weaker pooled check,
 and the report counts them: a number passes if any value of the table's sources rounds to it.

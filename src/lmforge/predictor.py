@@ -64,6 +64,9 @@ class Predictor:
     source: str = ""
     # One forward pass at a time: the batch worker and generation threads share the model.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # The server's continuous batching of generations (lmforge.serving.continuous); None:
+    # each generation runs model.generate alone.
+    batched: Any = field(default=None, repr=False)
 
     @property
     def task_name(self) -> str:

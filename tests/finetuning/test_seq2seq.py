@@ -118,6 +118,10 @@ def test_missing_column_and_empty_target(unigram_tok, pairs_ds) -> None:
     bad = datasets.Dataset.from_dict({"source": ["a", "b"], "target": ["x", "  "]})
     with pytest.raises(DataError, match="row 1 .*empty 'target'"):
         prepare_seq2seq(bad, unigram_tok)
+    # A translation pair with an empty source is as unusable as one with an empty target.
+    no_source = datasets.Dataset.from_dict({"source": ["a", ""], "target": ["x", "y"]})
+    with pytest.raises(DataError, match="row 1 .*empty 'source'"):
+        prepare_seq2seq(no_source, unigram_tok)
 
 
 def test_collator_pads_labels_and_shifts_for_t5(unigram_tok, pairs_ds) -> None:

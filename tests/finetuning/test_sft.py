@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import copy  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -138,6 +139,20 @@ def test_train_on_prompt_labels_everything(tok) -> None:
 def test_invalid_data_errors(tok, data, match) -> None:
     with pytest.raises(DataError, match=match):
         prepare_sft(datasets.Dataset.from_dict(data), tok)
+
+
+@pytest.mark.parametrize(("template", "match"), [
+    ("{% for m in messages %}{{ m.content }", "does not render.*roles"),
+    ("{{ raise_exception('user and assistant roles must alternate') }}", "must alternate"),
+])
+def test_a_template_that_does_not_render_is_one_config_error(tok, template, match) -> None:
+    tok = copy.deepcopy(tok)
+    tok.chat_template = template
+    ds = datasets.Dataset.from_dict({"messages": [MULTI_TURN]})
+    with pytest.raises(ConfigError, match=match) as err:
+        prepare_sft(ds, tok)
+    assert "\n" not in str(err.value)
+
 
 
 def test_default_template_when_missing(tok, bpe_path: Path) -> None:

@@ -106,6 +106,11 @@ def test_finetune_evaluate_predict(tmp_path: Path, gpt2_dir: Path) -> None:
     blind = max(Counter(s["reference"] for s in samples).values())
     assert right >= 7 and blind <= 2, samples
     assert metrics["token_accuracy"] >= 0.95 and metrics["sample_rougeL"] >= 90
+    # The untuned model was scored first, on the same split and prompts (task.baseline_eval).
+    before = summary["validation_before_metrics"]
+    assert before["loss"] > summary["validation_metrics"]["loss"] + 1.0
+    assert len((run / "eval-validation-before" / "predictions.jsonl").read_text()
+               .splitlines()) == 8
 
     out = tmp_path / "eval"
     assert main(["evaluate", f"run={run}", f"data.path={data / 'test.jsonl'}",
@@ -120,6 +125,25 @@ def test_finetune_evaluate_predict(tmp_path: Path, gpt2_dir: Path) -> None:
     got = [json.loads(x) for x in preds.read_text().splitlines()]
     assert [g["prompt"] for g in got] == ["say red cat", "say blue fish"]
     assert [g["response"] for g in got] == ["red cat", "blue fish"]
+
+    # Decoding options at predict time: extra stop strings and max_new_tokens are honoured,
+    # seeded sampling repeats itself, and top_k (labels) is refused with the fix.
+    assert main(["predict", f"run={run}", f"input={inputs}", f"output={preds}",
+                 "generate.stop=[cat]"]) == 0
+    assert [json.loads(x)["response"] for x in preds.read_text().splitlines()] == \
+        ["red", "blue fish"]
+    sampled = []
+    for _ in range(2):
+        assert main(["predict", f"run={run}", f"input={inputs}", f"output={preds}",
+                     "generate.do_sample=true", "generate.temperature=3.0", "generate.seed=7",
+                     "generate.max_new_tokens=6"]) == 0
+        sampled.append(preds.read_text())
+    assert sampled[0] == sampled[1]
+    assert main(["predict", f"run={run}", f"input={inputs}", "top_k=3"]) == 2
+    assert main(["predict", f"run={run}", f"input={inputs}",
+                 "generate.max_new_tokens=100000"]) == 2
+    wrong = _jsonl(tmp_path / "wrong.jsonl", [{"messages": ["say dog"]}])
+    assert main(["predict", f"run={run}", f"input={wrong}", f"output={preds}"]) == 2
 
     # A messages file works for predict too (the trailing assistant turn is not an input).
     chat = _jsonl(tmp_path / "chat.jsonl", [{"messages": [

@@ -92,8 +92,23 @@ def test_generate_equals_predict_and_streams(sft_predictor) -> None:
                      {"prompt": "a", "temperature": 0}, {"messages": []},
                      {"messages": [{"role": "robot", "content": "x"}]}):
             assert client.post("/generate", json=body).status_code == 422, body
+        # A prompt that fills the model's 128 positions is refused up front (it used to
+        # reach the embedding and fail with a 500).
+        long = client.post("/generate", json={"prompt": "say red cat " * 60})
+        assert long.status_code == 422 and "context length" in long.json()["detail"]
         generic = client.post("/predict", json={"inputs": [prompt]}).json()["results"]
     assert generic == [{"prompt": prompt, "response": want}]
+
+
+def test_a_request_without_decoding_options_uses_the_runs_own(sft_predictor) -> None:
+    saved = dataclasses.replace(sft_predictor.settings, do_sample=True, temperature=0.5,
+                                top_k=7, repetition_penalty=1.3)
+    params = GenerateParams.for_run(saved, 8, temperature=None, top_p=None, do_sample=None,
+                                    top_k=None, repetition_penalty=None)
+    assert (params.do_sample, params.temperature, params.top_k, params.repetition_penalty,
+            params.top_p, params.max_new_tokens) == (True, 0.5, 7, 1.3, 1.0, 8)
+    given = GenerateParams.for_run(saved, 8, temperature=2.0, do_sample=False)
+    assert (given.temperature, given.do_sample, given.top_k) == (2.0, False, 7)
 
 
 class _ScriptedModel:

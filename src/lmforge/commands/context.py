@@ -27,6 +27,7 @@ from accelerate import Accelerator
 
 from lmforge.config import to_dict
 from lmforge.engine.precision import make_accelerator
+from lmforge.engine.sharding import check_fsdp_command
 from lmforge.runs import make_run_dir, refuse_earlier_run, save_run_config, write_json
 from lmforge.tracking import build_loggers
 from lmforge.tracking.loggers import MultiLogger
@@ -106,8 +107,10 @@ def open_run(command: str, job: Any, *, folder_prefix: str | None = None,
 
     Raises:
         ConfigError: The folder holds an earlier run and ``resume`` is false, or ``resume``
-            is true and there is no folder.
+            is true and there is no folder, or FSDP was asked of a command that does not
+            support it.
     """
+    check_fsdp_command(command)  # before any process builds a sharded accelerator
     accelerator = precision = None
     if train:
         accelerator, precision = make_accelerator(job.train.precision)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_model
@@ -35,6 +37,45 @@ def resolve_selection_metric(job: FinetuneJob, task: Any) -> FinetuneJob:
     name, greater = task.selection_metric(job)
     return dataclasses.replace(job, train=dataclasses.replace(
         job.train, metric_for_best=name, greater_is_better=greater))
+
+
+def _baseline_report(task: Any, model: Any, tokenizer: Any, settings: Any, raw: Any,
+                     encoded: Any, run_dir: Any, accelerator: Any,
+                     resume: bool) -> dict[str, float] | None:
+    """The validation report of the untuned model, where the task asks for one.
+
+    Generative tasks (``task.baseline_eval``) score the model before training: held-out
+    loss / perplexity and generations for the same prompts as the final report, written to
+    ``eval-validation-before/`` so the two ``predictions.jsonl`` files compare line by line.
+    A resumed run keeps the report its first start wrote.
+    """
+    if not getattr(settings, "baseline_eval", False) or "validation" not in encoded \
+            or not accelerator.is_main_process:
+        return None
+    out_dir = run_dir / "eval-validation-before"
+    summary = out_dir / "summary.json"
+    if resume and summary.is_file():
+        return json.loads(summary.read_text())["headline"]
+    report = task.report(model, tokenizer, settings, raw["validation"], encoded["validation"],
+                         out_dir, accelerator)
+    log.info("before tuning: %s", ", ".join(f"{k}={v:.4g}" for k, v in
+                                            report["headline"].items()))
+    return report["headline"]
+
+
+def _whole_model(task: Any, source: str, settings: Any, job: FinetuneJob, train: Any,
+                 checkpoint: Path) -> Any:
+    """The tuned model rebuilt unsharded from ``checkpoint`` (an FSDP run's best or last).
+
+    Under FSDP each process holds a shard of every weight and a forward needs all processes,
+    while reports and ``model/`` are the main process's alone; the checkpoint holds the full
+    weights (gathered on rank 0 when it was written).
+    """
+    model, _ = task.load_model(source, settings, job.model)
+    model = apply_peft(model, job.peft, task, source)
+    load_model(task.objective(model, settings, job.train, train),
+               str(checkpoint / "model.safetensors"))
+    return model
 
 
 def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHook] = (),
@@ -81,6 +122,8 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
     encoded["train"], collator = with_augmentation(job, raw["train"], encoded["train"],
                                                    task.collator(tokenizer, model), tokenizer,
                                                    task, settings, all_tasks())
+    before = _baseline_report(task, model, tokenizer, settings, raw, encoded, run_dir,
+                              accelerator, resume)
     engine = Engine(objective, job.train, encoded["train"], collator,
                     run_dir, eval_dataset=encoded.get("validation"), eval_reducer=task.reducer,
                     hooks=hooks, loggers=loggers, lengths=lengths, accelerator=accelerator,
@@ -92,7 +135,12 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
         loggers.close()
     train_seconds = time.perf_counter() - t0
     best = result.state.best_step
-    if best is not None and best != result.state.global_step:
+    if engine.sharded and accelerator.is_main_process:
+        # FSDP: this process holds a shard only; the reports and model/ need the whole model.
+        step = result.state.global_step if best is None else best
+        model = _whole_model(task, source, settings, job, encoded["train"],
+                             run_dir / "checkpoints" / f"{PREFIX}{step:08d}")
+    elif best is not None and best != result.state.global_step and not engine.sharded:
         # Keep the best checkpoint's weights, not the last ones (early stopping overshoots).
         load_model(objective, str(run_dir / "checkpoints" / f"{PREFIX}{best:08d}" /
                                   "model.safetensors"))
@@ -124,6 +172,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False, hooks: Sequence[StepHoo
         "train_seconds": round(train_seconds, 2),
         "examples_per_second": round(examples_seen / max(train_seconds, 1e-9), 2),
         **{f"{name}_metrics": report["headline"] for name, report in reports.items()},
+        **({"validation_before_metrics": before} if before else {}),
         "model_dir": str(run_dir / "model"),
         **({"adversarial": adversarial.report()} if adversarial else {}),
     })

@@ -24,6 +24,7 @@ from lmforge.errors import ConfigError
 from lmforge.evaluation.settings import EvaluateJob
 from lmforge.explaining.settings import ExplainJob
 from lmforge.finetuning.settings import FinetuneJob
+from lmforge.models.settings import ConvertJob
 from lmforge.pipelines.settings import PipelineJob, RunsJob
 from lmforge.pretraining.settings import PretrainJob
 from lmforge.prompting.settings import PromptJob
@@ -147,6 +148,10 @@ COMMANDS: dict[str, Command] = {
                       "one self-contained HTML report of a run, or of several side by side "
                       "(curves, metrics, task pictures, lineage, config differences)",
                       positionals=("runs*",), pipeline_stage=False, loads_models=False),
+    "convert": Command(ConvertJob, "lmforge.commands.convert:run_convert",
+                       "a GGUF model (file or builtin name) as a trainable Hugging Face folder "
+                       "(de-quantised, safetensors, with its tokenizer)",
+                       positionals=("source",), pipeline_stage=False),
     "ui": Command(UiJob, "lmforge.commands.ui:run_ui",
                   "local web app: runs table and curves, a training form, a playground "
                   "(`lmforge ui [--root runs/]`)", positionals=("root",), pipeline_stage=False,

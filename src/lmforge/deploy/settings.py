@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from lmforge.config import check, check_choice, opt
 from lmforge.settings import PRECISIONS, DataConfig
@@ -44,6 +45,28 @@ class ExportJob:
 
 
 @dataclass
+class DecodingOverrides:
+    """``generate.*`` of ``lmforge predict``: decoding options of a generative run.
+
+    Each one left unset keeps what the run saved (its ``task.*`` decoding options).
+    """
+
+    max_new_tokens: int | None = opt(None, "Maximum new tokens.")
+    num_beams: int | None = opt(None, "Beam size (1 = greedy).")
+    do_sample: bool | None = opt(None, "Sample instead of greedy / beam search.")
+    temperature: float | None = opt(None, "Softmax temperature when sampling (> 0).")
+    top_p: float | None = opt(None, "Nucleus sampling mass in (0, 1].")
+    top_k: int | None = opt(None, "Sample among the k most likely tokens (0: all).")
+    repetition_penalty: float | None = opt(None, "> 1 discourages repeated tokens.")
+    stop: list[str] | None = opt(None, "Extra stop strings.")
+    seed: int | None = opt(None, "Seed for sampling (same seed, same outputs).")
+
+    def given(self) -> dict[str, Any]:
+        """The options set, without ``seed`` (applied to the run's saved settings)."""
+        return {k: v for k, v in vars(self).items() if v is not None and k != "seed"}
+
+
+@dataclass
 class PredictJob:
     """``lmforge predict``: run a fine-tuned model on a file or stdin."""
 
@@ -56,6 +79,7 @@ class PredictJob:
     batch_size: int = opt(32, "Inputs per forward pass.")
     precision: str = opt("fp32", "PyTorch runs: fp32, bf16 (autocast), or auto (bf16 where "
                                  "the CPU / GPU has bf16 units).")
+    generate: DecodingOverrides = opt(DecodingOverrides(), "")
 
     def __post_init__(self) -> None:
         check(self.top_k >= 1, "top_k must be >= 1")

@@ -8,6 +8,10 @@ Layout of one checkpoint (``<run>/checkpoints/step-00000120/``)::
     rng-rank<R>.pt         torch / numpy / python RNG state of each process
     state.json             step, epoch, position in the epoch, tokens seen, best metric
 
+Under FSDP (:mod:`lmforge.engine.sharding`) ``model.safetensors`` is the same full file,
+gathered on rank 0, and the optimizer state is accelerate's: ``optimizer_0/`` (one shard per
+rank) or ``optimizer.bin`` (full), per ``fsdp_state_dict_type``.
+
 Everything is first written to ``.tmp-step-…`` and then renamed, so a run killed mid-save
 leaves either the previous checkpoint or the new one, never half of one. Loading uses
 ``torch.load(weights_only=True)``: no arbitrary unpickling.
@@ -101,28 +105,33 @@ def write_rank_rng(tmp: Path, rank: int) -> None:
     torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
 
 
-def write_checkpoint(root: Path, tmp: Path, model: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer, scheduler: Any, state: TrainState) -> Path:
+def write_checkpoint(root: Path, tmp: Path, model: torch.nn.Module | None,
+                     optimizer: torch.optim.Optimizer | None, scheduler: Any,
+                     state: TrainState) -> Path:
     """Write weights, optimizer, scheduler and state into ``tmp``, then rename it into place.
 
     Args:
         root: The ``checkpoints`` folder.
         tmp: The temporary folder from :func:`tmp_dir_for` (RNG files already inside).
-        model: The unwrapped model.
-        optimizer: The optimizer.
+        model: The unwrapped model (None: its weights are in ``tmp`` already, as FSDP
+            writes them).
+        optimizer: The optimizer (None: its state is in ``tmp`` already).
         scheduler: The LR scheduler.
         state: The run position.
 
     Returns:
         The final checkpoint folder.
     """
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if model is not None:
+        save_model(model, str(tmp / "model.safetensors"))
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    for f in tmp.rglob("*"):  # rglob: FSDP's sharded optimizer state is a folder
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
     final = root / f"{PREFIX}{state.global_step:08d}"
     if final.exists():
         shutil.rmtree(final)
@@ -131,11 +140,17 @@ def write_checkpoint(root: Path, tmp: Path, model: torch.nn.Module,
     return final
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, rank: int) -> TrainState:
-    """Restore a checkpoint written by :func:`write_checkpoint` into live objects."""
-    load_model(model, str(path / "model.safetensors"))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+def load_checkpoint(path: Path, model: torch.nn.Module | None,
+                    optimizer: torch.optim.Optimizer | None, scheduler: Any,
+                    rank: int) -> TrainState:
+    """Restore a checkpoint written by :func:`write_checkpoint` into live objects.
+
+    A None ``model`` / ``optimizer`` is left to the caller (FSDP restores its shards).
+    """
+    if model is not None:
+        load_model(model, str(path / "model.safetensors"))
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng_file = path / f"rng-rank{rank}.pt"
     if rng_file.is_file():

@@ -5,8 +5,9 @@ Design notes:
   ``seed`` and the epoch), and every micro-batch gets its own ``torch.Generator`` seeded from
   (seed, epoch, micro-batch index). Masking therefore never touches the global RNG, and a
   resumed run rebuilds exactly the batches and masks it would have seen.
-- Distribution goes through ``accelerate`` (``accelerate launch`` / ``torchrun``; DDP is the
-  tested mode). Each rank takes every ``world_size``-th batch of the same plan.
+- Distribution goes through ``accelerate`` (``accelerate launch`` / ``torchrun``; DDP and
+  FSDP2 are the tested modes, FSDP's differences in :mod:`lmforge.engine.sharding`). Each
+  rank takes every ``world_size``-th batch of the same plan.
 - The model passed in returns a dict with ``loss`` (scalar) and ``n`` (how many targets the
   loss averages over), plus optional additive counts used by evaluation.
 """
@@ -30,9 +31,10 @@ from transformers import get_scheduler
 
 from lmforge.data.sampling import make_batches, shard_batches
 from lmforge.engine import checkpoint as ckpt
+from lmforge.engine import sharding
 from lmforge.engine.dropout import fast_dropout_scope
 from lmforge.engine.hooks import StepHook
-from lmforge.engine.memory import release_freed_memory
+from lmforge.engine.memory import keep_freed_memory, release_freed_memory
 from lmforge.engine.precision import make_accelerator
 from lmforge.errors import ConfigError, DataError, NonFiniteLossError
 from lmforge.settings import TrainConfig
@@ -177,6 +179,7 @@ class Engine:
                  lengths: Sequence[int] | None = None,
                  accelerator: Accelerator | None = None, show_progress: bool = True) -> None:
         release_freed_memory()  # only with LMFORGE_MALLOC=release (why: memory.py)
+        keep_freed_memory()  # only with LMFORGE_MALLOC=keep
         self.cfg = cfg
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
@@ -208,10 +211,16 @@ class Engine:
             max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
 
         self.unwrapped = model
+        self.sharded = sharding.is_sharded(self.accelerator)
+        if self.sharded:
+            sharding.expose_inner_model(model)
+            tied = sharding.tied_names(model)
         optimizer = make_adamw(parameter_groups(model, cfg.weight_decay, cfg.lr,
                                                 cfg.layerwise_lr_decay), cfg,
                                self.accelerator.device)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.sharded:
+            sharding.check_ties_kept(self.model, tied)
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None \
             else int(cfg.warmup_ratio * self.total_steps)
         # The scheduler is stepped by us once per optimizer step (not prepared by accelerate,
@@ -377,12 +386,17 @@ class Engine:
             tmp.mkdir(parents=True, exist_ok=True)
         self.accelerator.wait_for_everyone()
         ckpt.write_rank_rng(tmp, self.accelerator.process_index)
+        if self.sharded:  # every rank gathers weights and writes its optimizer shard
+            sharding.write_sharded_state(self.accelerator, self.model, self.optimizer, tmp)
         self.accelerator.wait_for_everyone()
         final = None
         if self.is_main:
-            final = ckpt.write_checkpoint(self.ckpt_root, tmp, self.accelerator.unwrap_model(
-                self.model), self.optimizer.optimizer if hasattr(self.optimizer, "optimizer")
-                else self.optimizer, self.scheduler, self.state)
+            optimizer = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") \
+                else self.optimizer
+            final = ckpt.write_checkpoint(  # None: written above by every rank (FSDP)
+                self.ckpt_root, tmp,
+                None if self.sharded else self.accelerator.unwrap_model(self.model),
+                None if self.sharded else optimizer, self.scheduler, self.state)
             ckpt.prune(self.ckpt_root, self.cfg.keep_last, self.state.best_step)
         self.accelerator.wait_for_everyone()
         return final
@@ -395,9 +409,12 @@ class Engine:
             return
         optimizer = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") \
             else self.optimizer
-        self.state = ckpt.load_checkpoint(latest, self.accelerator.unwrap_model(self.model),
-                                          optimizer, self.scheduler,
-                                          self.accelerator.process_index)
+        if self.sharded:  # collective: weights broadcast from rank 0, optimizer shards read
+            sharding.load_sharded_state(self.accelerator, self.model, self.optimizer, latest)
+        self.state = ckpt.load_checkpoint(
+            latest, None if self.sharded else self.accelerator.unwrap_model(self.model),
+            None if self.sharded else optimizer, self.scheduler,
+            self.accelerator.process_index)
         if self.state.global_step > self.total_steps:
             raise ConfigError(f"checkpoint {latest.name} is past train.max_steps="
                               f"{self.total_steps}; raise max_steps or start a new run")
@@ -452,7 +469,7 @@ def collate(dataset: Any, indices: list[int], collator: Collator, seed: int,
 def evaluate_model(model: Objective, dataset: Any, collator: Collator,
                    accelerator: Accelerator, *, batch_size: int, max_batches: int | None = None,
                    reducer: EvalReducer = default_eval_reducer,
-                   seed: int = 1234) -> dict[str, float]:
+                   seed: int = 1234, across_processes: bool = True) -> dict[str, float]:
     """Evaluate ``model`` on ``dataset`` with fixed (seeded) masks; shards across processes.
 
     Args:
@@ -464,6 +481,8 @@ def evaluate_model(model: Objective, dataset: Any, collator: Collator,
         max_batches: Optional cap on batches.
         reducer: Turns summed counts into metrics.
         seed: Seed of the evaluation masks, so runs compare on identical inputs.
+        across_processes: Split the batches over the process group and sum the counts;
+            False when one process evaluates alone (a report on the main process).
 
     Returns:
         The reducer's metrics.
@@ -471,20 +490,29 @@ def evaluate_model(model: Objective, dataset: Any, collator: Collator,
     if dataset is None or len(dataset) == 0:
         raise DataError("the evaluation set is empty; set data.validation_ratio > 0")
     # Forward through the unwrapped module: ranks may run different numbers of batches, and a
-    # DDP wrapper would try to synchronise buffers on each forward.
-    model = accelerator.unwrap_model(model)
+    # DDP wrapper would try to synchronise buffers on each forward. An FSDP model is its own
+    # wrapper and all-gathers in every forward, so there each rank runs as many forwards.
+    sharded = across_processes and sharding.is_sharded(accelerator)
+    if not sharded:
+        model = accelerator.unwrap_model(model)
     was_training = model.training
     model.eval()
     batches = make_batches(len(dataset), batch_size, shuffle=False)
     if max_batches:
         batches = batches[:max_batches]
-    rank, world = accelerator.process_index, accelerator.num_processes
+    rank, world = (accelerator.process_index, accelerator.num_processes) if across_processes \
+        else (0, 1)
     sums: dict[str, float] = {"loss_sum": 0.0, "n": 0.0}
-    for index in range(rank, len(batches), world):
-        batch = collate(dataset, batches[index], collator, _seed_for(seed, 0, index),
-                        accelerator.device)
+    mine = list(range(rank, len(batches), world))
+    # FSDP: a rank with one batch fewer runs batch 0 once more and drops its counts (-1).
+    mine += [-1] * (-(-len(batches) // world) - len(mine)) if sharded else []
+    for index in mine:
+        batch = collate(dataset, batches[max(index, 0)], collator,
+                        _seed_for(seed, 0, max(index, 0)), accelerator.device)
         with accelerator.autocast():
             outputs = model(**batch)
+        if index < 0:
+            continue
         n = float(outputs.get("n", 1))
         sums["loss_sum"] += float(outputs["loss"]) * n
         sums["n"] += n

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from lmforge.engine.sharding import enable_cpu_fsdp, forget_cpu_fsdp, refuse_fsdp1_on_cpu
 from lmforge.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,11 @@ def make_accelerator(precision: str) -> tuple[Any, str]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = resolve_precision(precision, device)
     reset_accelerate_state()
+    if device.type == "cpu":
+        refuse_fsdp1_on_cpu()  # accelerate's FSDP plugin would fail inside Accelerator()
     accelerator = Accelerator(cpu=device.type == "cpu",
                               mixed_precision=accelerate_mixed_precision(resolved))
+    enable_cpu_fsdp(accelerator)  # `--use_fsdp` on gloo processes (why: engine/sharding.py)
     return accelerator, resolved
 
 
@@ -109,3 +113,4 @@ def reset_accelerate_state() -> None:
 
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
+    forget_cpu_fsdp()

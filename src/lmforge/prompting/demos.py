@@ -23,7 +23,6 @@ import torch
 
 from lmforge.errors import ConfigError, DataError
 from lmforge.models.build import resolve_checkpoint
-from lmforge.prompting.scoring import split_gguf
 from lmforge.prompting.templates import Template
 
 
@@ -124,10 +123,9 @@ def load_embedder(name: str) -> tuple[Any, Any]:
     """Load a sentence encoder (a builtin name such as ``all-minilm-l6-v2`` or a folder)."""
     from transformers import AutoModel, AutoTokenizer
 
-    folder, extra = split_gguf(resolve_checkpoint(name))
+    folder = resolve_checkpoint(name)
     try:
-        return (AutoModel.from_pretrained(folder, **extra),
-                AutoTokenizer.from_pretrained(folder, **extra))
+        return AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 

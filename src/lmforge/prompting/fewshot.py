@@ -51,7 +51,6 @@ from lmforge.prompting.scoring import (
     Encoder,
     label_token_ids,
     prompt_max_length,
-    split_gguf,
     template_parts,
 )
 from lmforge.prompting.templates import Template
@@ -221,7 +220,7 @@ def run_seed(job: Any, seed: int, source: dict[str, Any], template: Template,
     Args:
         job: The :class:`~lmforge.prompting.settings.PromptJob`.
         seed: Sampling and training seed.
-        source: ``{"folder", "extra", "tokenizer"}`` of the masked LM.
+        source: ``{"folder", "tokenizer"}`` of the masked LM.
         template: The template and verbalizer trained through.
         labels: Label names (id order).
         train: ``{"text": [...], "label": [...]}`` pool (label names).
@@ -247,7 +246,7 @@ def run_seed(job: Any, seed: int, source: dict[str, Any], template: Template,
     out: dict[str, Any] = {"seed": seed, "train_rows": tr_idx, "dev_rows": dev_idx}
 
     torch.manual_seed(seed)
-    mlm = AutoModelForMaskedLM.from_pretrained(source["folder"], **source["extra"])
+    mlm = AutoModelForMaskedLM.from_pretrained(source["folder"])
     encoder = Encoder(tokenizer, prompt_max_length(job.max_length, mlm))
     word_ids, word_mask = label_word_matrix(encoder, template, labels)
     objective = PromptObjective(mlm, word_ids, word_mask)
@@ -262,7 +261,7 @@ def run_seed(job: Any, seed: int, source: dict[str, Any], template: Template,
     if baseline:
         torch.manual_seed(seed)
         clf = AutoModelForSequenceClassification.from_pretrained(
-            source["folder"], num_labels=len(labels), **source["extra"])
+            source["folder"], num_labels=len(labels))
 
         def enc(x: list[str], y: Any, name: str) -> datasets.Dataset:
             raw = datasets.Dataset.from_dict({"text": list(x), "label": [str(v) for v in y]})
@@ -305,13 +304,13 @@ def run_fewshot_mode(job: Any, prompts: Any, train: dict[str, list], test: dict[
         raise ConfigError("mode=fewshot needs a masked LM: set model.pretrained=FOLDER")
     prompts.check_masked()
     template = prompts.templates[0]
-    folder, extra = split_gguf(resolve_checkpoint(job.model.pretrained))
+    folder = resolve_checkpoint(job.model.pretrained)
     tokenizer = AutoTokenizer.from_pretrained(
-        resolve_checkpoint(job.model.tokenizer) if job.model.tokenizer else folder, **extra)
+        resolve_checkpoint(job.model.tokenizer) if job.model.tokenizer else folder)
     if tokenizer.mask_token_id is None:
         raise ConfigError(f"{job.model.pretrained!r} has no mask token; mode=fewshot trains a "
                           "masked LM (e.g. a BERT / RoBERTa checkpoint)")
-    source = {"folder": folder, "extra": extra, "tokenizer": tokenizer}
+    source = {"folder": folder, "tokenizer": tokenizer}
     accelerator, precision = make_accelerator(job.train.precision)
     runs = []
     for seed in job.seeds:

@@ -31,7 +31,6 @@ import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,14 +60,6 @@ def prompt_max_length(max_length: int | None, model: Any) -> int:
 
 
 # ----------------------------------------------------------------------------- model loading
-def split_gguf(path: str) -> tuple[str, dict[str, Any]]:
-    """``folder/x.gguf`` -> (folder, {"gguf_file": "x.gguf"}); other paths unchanged."""
-    if path.endswith(".gguf"):
-        p = Path(path)
-        return str(p.parent), {"gguf_file": p.name}
-    return path, {}
-
-
 def lm_kind(model_cfg: Any, lm: str = "auto") -> str:
     """``mlm`` or ``causal``: ``lm`` unless auto, then mlm when the architecture has an MLM
     head in transformers (read from the config only, before any weights load)."""
@@ -80,10 +71,9 @@ def lm_kind(model_cfg: Any, lm: str = "auto") -> str:
     if not model_cfg.pretrained:
         raise ConfigError("prompt needs a pretrained model: set model.pretrained=FOLDER or a "
                           "builtin such as smollm2-135m-instruct")
-    folder, extra = split_gguf(resolve_checkpoint(model_cfg.pretrained))
+    folder = resolve_checkpoint(model_cfg.pretrained)
     try:
-        config = AutoConfig.from_pretrained(folder, trust_remote_code=model_cfg.trust_remote_code,
-                                            **extra)
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=model_cfg.trust_remote_code)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"cannot load model.pretrained={model_cfg.pretrained!r} ({first}); "
@@ -107,18 +97,16 @@ def load_lm(model_cfg: Any, lm: str = "auto") -> tuple[Any, Any, str]:
     if not model_cfg.pretrained:
         raise ConfigError("prompt needs a pretrained model: set model.pretrained=FOLDER or a "
                           "builtin such as smollm2-135m-instruct")
-    folder, extra = split_gguf(resolve_checkpoint(model_cfg.pretrained))
-    tok_folder, tok_extra = split_gguf(resolve_checkpoint(model_cfg.tokenizer)) \
-        if model_cfg.tokenizer else (folder, extra)
+    folder = resolve_checkpoint(model_cfg.pretrained)  # a .gguf file: its converted folder
+    tok_folder = resolve_checkpoint(model_cfg.tokenizer) if model_cfg.tokenizer else folder
     trust = model_cfg.trust_remote_code
     try:
         kind = lm_kind(model_cfg, lm)
         auto = AutoModelForMaskedLM if kind == "mlm" else AutoModelForCausalLM
         model, info = auto.from_pretrained(folder, trust_remote_code=trust,
                                            attn_implementation=model_cfg.attn_implementation,
-                                           output_loading_info=True, **extra)
-        tokenizer = AutoTokenizer.from_pretrained(tok_folder, trust_remote_code=trust,
-                                                  **tok_extra)
+                                           output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained(tok_folder, trust_remote_code=trust)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"cannot load model.pretrained={model_cfg.pretrained!r} ({first}); "

@@ -104,9 +104,16 @@ class Gate:
         self._generation_backlog = 0.0  # expected seconds of the running generations
         self._token_s: float | None = None  # seconds per max_new_token, moving average
         self._over_budget = metrics.rejected.labels("over_budget")
+        # Generations decoded together (continuous batching; 1: one after another). Set by
+        # the app once the batching loop runs.
+        self.generation_slots = 1
 
     def expected_wait(self) -> float:
         """Seconds a new request would wait for the model (0 while nothing was measured)."""
+        if self.generation_slots > 1:
+            # Batched decoding takes turns with other work step by step: one step's wait.
+            return self.batcher.expected_wait() + (self._token_s or 0.0) * bool(
+                self.generations)
         return self.batcher.expected_wait() + self._generation_backlog
 
     def overloaded(self) -> int:
@@ -208,7 +215,10 @@ class Gate:
             self.metrics.rejected.labels("queue_full").inc()
             raise Unavailable(f"overloaded: {self.generations} generations waiting "
                               f"(max_queue={limit})", 5)
-        self._check_budget(0.0)  # a long reply is fine; waiting long before it starts is not
+        # A long reply is fine; waiting long before it starts is not. Batched, a generation
+        # waits only when every row is taken: about until one of them ends.
+        full = self.generations >= self.generation_slots > 1
+        self._check_budget(self._generation_backlog / self.generations if full else 0.0)
         cost = (self._token_s or 0.0) * max_new_tokens
         self.generations += 1
         self._generation_backlog += cost

@@ -3,9 +3,10 @@
 Routes: ``/health`` (liveness), ``/ready`` (model loaded and warmed), ``/metrics``
 (Prometheus), ``/info``, ``/predict`` (the rows of ``lmforge predict``) and the served task's
 own route, which the task defines (:meth:`~lmforge.finetuning.task.Task.http_route`:
-``/classify``, ``/entities``, ``/answer``), or ``/generate`` for a generative task. OpenAPI
-docs are at ``/docs``; ``/openapi.json`` states the served task's input fields and the
-server's limits, and every error is one documented JSON shape (:mod:`.errors`).
+``/classify``, ``/entities``, ``/answer``), or ``/generate`` for a generative task, which
+also gets OpenAI's ``/v1`` routes (:mod:`.openai_api`). OpenAPI docs are at ``/docs``;
+``/openapi.json`` states the served task's input fields and the server's limits, and every
+error is one documented JSON shape (:mod:`.errors`).
 
 Every prediction except ``/generate`` goes through the :class:`MicroBatcher`, so requests
 that arrive together share one forward pass; the :class:`~.admission.Gate` in front of it
@@ -17,25 +18,24 @@ the whole app refuses overload before a body is read, at the cost of a counter.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import threading
-import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from lmforge.finetuning.task import TaskSettings
 from lmforge.predictor import Predictor
-from lmforge.serving.admission import ClientGone, Gate, ServeState, until_disconnect
+from lmforge.serving.admission import ClientGone, Gate, ServeState
 from lmforge.serving.batcher import MicroBatcher
+from lmforge.serving.continuous import start_batching
 from lmforge.serving.docs_pages import assets_folder, docs_urls, mount_docs
 from lmforge.serving.errors import (
     error_body,
@@ -44,9 +44,11 @@ from lmforge.serving.errors import (
     responses,
 )
 from lmforge.serving.explain_route import mount_explain_route
+from lmforge.serving.generating import event_stream, reply_room, sse, whole_reply
 from lmforge.serving.generation import GenerateParams, finish_reply, generate_text, stream_text
 from lmforge.serving.limits import check_limits, document_limits, strings_in
 from lmforge.serving.metrics import MetricsMiddleware, ServerMetrics
+from lmforge.serving.openai_api import mount_openai_routes
 from lmforge.serving.schemas import (
     GenerateResponse,
     Health,
@@ -67,8 +69,6 @@ from lmforge.version import __version__
 from lmforge.wire import Route
 
 log = logging.getLogger(__name__)
-
-_END = object()
 
 
 def create_app(predictor: Predictor, settings: ServeJob | None = None,
@@ -113,6 +113,15 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await batcher.start()
+        generations = None
+        if predictor.generative:
+            # Each generation waits for its pieces in a thread; the default pool (cores + 4
+            # threads) would let only that many run at once.
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(
+                cfg.max_queue + 32, thread_name_prefix="lmforge-generate"))
+            generations = await asyncio.to_thread(
+                start_batching, predictor, cfg.max_batch_generations, cfg.max_new_tokens)
+            gate.generation_slots = cfg.max_batch_generations if generations else 1
         warming = asyncio.create_task(warm())
         watching = asyncio.create_task(metrics.watch_loop())
         try:
@@ -123,6 +132,8 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
             watching.cancel()
             await warming
             await batcher.stop()
+            if generations is not None:
+                await asyncio.to_thread(generations.stop)
 
     docs_assets = assets_folder()
     app = FastAPI(title="lmforge serve", version=__version__, lifespan=lifespan,
@@ -151,11 +162,13 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
         _task_route(app, route, predictor.settings, cfg, auth, gate)
     elif predictor.generative:
         _generate_route(app, predictor, cfg, auth, gate)
+    openai_paths = mount_openai_routes(app, predictor, cfg, auth, gate) \
+        if predictor.generative else set()
     if predictor.task.serves_explanations:
 
         mount_explain_route(app, predictor, cfg, auth, gate)
 
-    predict_paths = {"/predict", task_path}
+    predict_paths = {"/predict", task_path, *openai_paths}
     if predictor.task.serves_explanations:
         predict_paths.add("/explain")
     route_paths: set[str] = set()
@@ -173,7 +186,7 @@ def create_app(predictor: Predictor, settings: ServeJob | None = None,
     app.add_middleware(LoadShedder, paths=predict_paths, max_in_flight=cfg.max_in_flight,
                        overloaded=gate.overloaded, refusals_per_s=cfg.refusals_per_s,
                        on_refuse=metrics.rejected.labels("overloaded").inc)
-    _document_limits(app, cfg, {"/predict", task_path, "/explain"})
+    _document_limits(app, cfg, {"/predict", task_path, "/explain", *openai_paths})
     return app
 
 
@@ -245,6 +258,7 @@ def _ops_routes(app: FastAPI, predictor: Predictor, cfg: ServeJob, state: ServeS
                 "precision": predictor.precision, "source": predictor.source,
                 "labels": predictor.labels, "route": task_path,
                 "max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms,
+                "max_batch_generations": cfg.max_batch_generations,
                 "max_queue": cfg.max_queue, "max_items": cfg.max_items,
                 "max_input_chars": cfg.max_input_chars,
                 "max_input_tokens": cfg.max_input_tokens,
@@ -316,31 +330,20 @@ def _generate_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: lis
             raise HTTPException(422, f"a {predictor.task_name} model takes a prompt, not "
                                      "messages")
         wanted = req.max_new_tokens or predictor.settings.max_new_tokens
-        params = GenerateParams(max_new_tokens=min(wanted, cfg.max_new_tokens),
-                                temperature=req.temperature, top_p=req.top_p,
-                                do_sample=req.do_sample)
-        cancel = threading.Event()
-        with gate.admitted():
-            finish = gate.start_generation(params.max_new_tokens)
-            if req.stream:  # charged until the stream ends (_events calls finish)
-                events = _events(predictor, req.prompt, messages, params, cancel,
-                                 cfg.request_timeout_s, finish)
-                # A stream never started (its client left first) runs no `finally`.
-                weakref.finalize(events, finish)
-                return StreamingResponse(events, media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache"})
-            work = asyncio.ensure_future(asyncio.to_thread(
-                generate_text, predictor, req.prompt, messages, params, cancel))
-            try:
-                text = await until_disconnect(
-                    asyncio.ensure_future(asyncio.wait_for(work, cfg.request_timeout_s)),
-                    request.receive)
-            except asyncio.TimeoutError:
-                raise HTTPException(504, f"no answer within request_timeout_s="
-                                         f"{cfg.request_timeout_s}") from None
-            finally:
-                cancel.set()  # a timed-out or abandoned generation stops at its next step
-                finish()
+        _, room = reply_room(predictor, req.prompt, messages)  # 422 for an over-long prompt
+        params = GenerateParams.for_run(predictor.settings,
+                                        min(wanted, cfg.max_new_tokens, room),
+                                        temperature=req.temperature, top_p=req.top_p,
+                                        do_sample=req.do_sample, top_k=req.top_k,
+                                        repetition_penalty=req.repetition_penalty)
+        if req.stream:
+            return event_stream(gate, params.max_new_tokens, cfg.request_timeout_s,
+                                lambda cancel: stream_text(predictor, req.prompt, messages,
+                                                           params, cancel),
+                                _GenerateEvents(predictor))
+        text = await whole_reply(request, gate, params.max_new_tokens, cfg.request_timeout_s,
+                                 lambda cancel: generate_text(predictor, req.prompt, messages,
+                                                              params, cancel))
         return {"text": text}
 
     post_route(app, "/generate", generate_request_model(cfg.max_new_tokens), generate,
@@ -351,34 +354,19 @@ def _generate_route(app: FastAPI, predictor: Predictor, cfg: ServeJob, auth: lis
                    "\"text\": ...}'."}})
 
 
-async def _events(predictor: Predictor, prompt: str | None,
-                  messages: list[dict[str, str]] | None, params: GenerateParams,
-                  cancel: threading.Event, timeout_s: float,
-                  finish: Callable[[], None]) -> AsyncIterator[str]:
-    """Server-sent events: one per text piece, then a final one with the whole text;
-    ``finish`` ends the stream's charge on the gate."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    pieces = stream_text(predictor, prompt, messages, params, cancel)
-    parts: list[str] = []
-    try:
-        while True:
-            # next() blocks on the streamer's queue, so it runs in a thread.
-            piece = await asyncio.to_thread(next, pieces, _END)
-            if piece is _END:
-                break
-            parts.append(piece)
-            yield f"data: {json.dumps({'token': piece}, ensure_ascii=False)}\n\n"
-            if loop.time() > deadline:
-                detail = f"stopped after request_timeout_s={timeout_s}"
-                yield f"event: error\ndata: {json.dumps({'detail': detail})}\n\n"
-                return
-        text = finish_reply(predictor, "".join(parts))
-        yield f"data: {json.dumps({'done': True, 'text': text}, ensure_ascii=False)}\n\n"
-    finally:
-        cancel.set()
-        finish()
-        # close() joins the generation thread; ValueError: next() still runs in a cancelled
-        # to_thread, and that generation ends on `cancel` by itself.
-        with contextlib.suppress(ValueError):
-            await asyncio.to_thread(pieces.close)
+class _GenerateEvents:
+    """``/generate``'s events: ``{"token"}`` per piece, then ``{"done", "text"}``."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.parts: list[str] = []
+
+    def piece(self, text: str) -> str:
+        self.parts.append(text)
+        return sse({"token": text})
+
+    def end(self) -> list[str]:
+        return [sse({"done": True, "text": finish_reply(self.predictor, "".join(self.parts))})]
+
+    def timeout(self, detail: str) -> str:
+        return sse({"detail": detail}, event="error")

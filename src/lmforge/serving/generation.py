@@ -2,10 +2,11 @@
 :func:`lmforge.finetuning.generative.generate_text`, which ``lmforge predict`` uses too).
 
 Generation requests bypass the micro-batcher: decoding is many forward passes whose number
-differs per request, and batching them needs left padding and per-row stopping, while a
-stream must start at once. Each request runs ``model.generate`` in a thread under the
+differs per request. The server batches them its own way (:mod:`.continuous`: concurrent
+generations share each decoding step); without it (``max_batch_generations=1``, or a
+request it cannot take) each request runs ``model.generate`` in a thread under the
 predictor's lock (one model call at a time). Greedy settings reproduce ``lmforge predict``
-exactly (same prompt rendering, stop string and decoding options).
+exactly either way (same prompt rendering, stop string and decoding options).
 """
 
 from __future__ import annotations
@@ -41,8 +42,15 @@ def stream_text(predictor: Any, prompt: str | None, messages: list[dict[str, str
 
     ``model.generate`` runs in its own thread and feeds a ``TextIteratorStreamer``; the task's
     stop string (a chat model's end-of-turn marker) is held back and never yielded. Setting
-    ``cancel`` (or closing the iterator) stops the generation thread at its next step.
+    ``cancel`` (or closing the iterator) stops the generation thread at its next step. With
+    the server's continuous batching on, the pieces come from the shared decoding loop
+    instead (:mod:`.continuous`).
     """
+    batched = predictor.batched.pieces(prompt, messages, params, cancel, streaming=True) \
+        if getattr(predictor, "batched", None) is not None else None
+    if batched is not None:
+        yield from batched
+        return
     inputs, kwargs = generation_call(predictor, prompt, messages, params, True, cancel)
     streamer = TextIteratorStreamer(predictor.tokenizer, skip_prompt=True,
                                     skip_special_tokens=True, timeout=None)

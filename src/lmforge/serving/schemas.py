@@ -39,9 +39,18 @@ class GenerateRequest(Strict):
     messages: list[Message] = Field(None, min_length=1,
                                     description="Conversation (chat models).")
     max_new_tokens: JsonInt = Field(None, ge=1, description="Default: the run's setting.")
-    temperature: float = Field(1.0, gt=0, le=100, description="Sampling temperature.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    # Each decoding option left out is the run's own (its task.* settings, as `lmforge
+    # predict` uses them); the defaults below are those of a run that set none.
+    temperature: float = Field(None, gt=0, le=100, description=(
+        "Sampling temperature (default: the run's, 1.0 unless set)."))
+    top_p: float = Field(None, gt=0, le=1, description="Nucleus sampling mass (default: the "
+                                                        "run's, 1.0 unless set).")
+    top_k: JsonInt = Field(None, ge=0, le=1_000_000, description=(
+        "Sample from the k most likely tokens, 0: all (default: the run's, 50 unless set)."))
+    repetition_penalty: float = Field(None, gt=0, le=10, description=(
+        "> 1 discourages tokens already in the prompt or reply, 1: off (default: the run's)."))
+    do_sample: bool = Field(None, description="Sample instead of greedy decoding (default: "
+                                              "the run's, false unless set).")
     stream: bool = Field(False, description="Server-sent events, one per text piece.")
 
 

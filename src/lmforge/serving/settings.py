@@ -32,6 +32,10 @@ class ServeJob:
                                  "native bf16), fp32, bf16 or fp16 (GPU only).")
     max_batch_size: int = opt(32, "Most inputs per forward pass (dynamic batching).")
     max_wait_ms: float = opt(5.0, "Longest wait for a batch to fill after its first input.")
+    max_batch_generations: int = opt(32, "Generations (/generate, /v1) decoded together by "
+                                         "continuous batching: each step is one forward pass "
+                                         "over all of them, a new one joins at the next step. "
+                                         "1: one model.generate per request, in turn.")
     max_queue: int = opt(128, "Most inputs waiting for a forward pass (admission control); "
                               "past it, or when the queue would not be served within "
                               "request_timeout_s, new requests get 503 with Retry-After.")
@@ -54,7 +58,11 @@ class ServeJob:
     max_input_tokens: int | None = opt(None, "Most tokens in one input (more -> 422; None: "
                                              "off, inputs are truncated as in training).")
     max_body_bytes: int = opt(1_048_576, "Largest request body in bytes (more -> 413).")
-    max_new_tokens: int = opt(512, "Cap on max_new_tokens of /generate (more -> 422).")
+    max_new_tokens: int = opt(512, "Cap on max_new_tokens of /generate (more -> 422) and "
+                                   "on max_tokens of the /v1 routes (more is cut to it).")
+    served_model_name: str | None = opt(None, "The model's name in the OpenAI-compatible "
+                                              "/v1 routes (a request naming another -> "
+                                              "404); None: the run folder's name.")
     explain_methods: list[str] = opt(["ig", "gradxinput", "rollout", "occlusion", "lime",
                                       "shap"], "Methods POST /explain accepts (classification "
                                                "models; others -> 422).")
@@ -86,12 +94,15 @@ class ServeJob:
         check(0 <= self.port <= 65535, "port must be in [0, 65535]")
         check(self.max_batch_size >= 1, "max_batch_size must be >= 1")
         check(self.max_wait_ms >= 0, "max_wait_ms must be >= 0")
+        check(self.max_batch_generations >= 1, "max_batch_generations must be >= 1 (1: off)")
         check(self.max_items >= 1, "max_items must be >= 1")
         check(self.max_input_chars >= 1, "max_input_chars must be >= 1")
         check(self.max_input_tokens is None or self.max_input_tokens >= 1,
               "max_input_tokens must be >= 1 (or None)")
         check(self.max_body_bytes >= 1024, "max_body_bytes must be >= 1024")
         check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
+        check(self.served_model_name is None or bool(self.served_model_name.strip()),
+              "served_model_name must not be blank (None: the run folder's name)")
         for name in self.explain_methods:
             check_choice("explain_methods", name, EXPLAIN_METHODS)
         check(self.explain_max_budget >= 1, "explain_max_budget must be >= 1")

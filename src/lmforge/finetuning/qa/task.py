@@ -84,9 +84,10 @@ class QuestionAnsweringTask(Task):
     metric_scale = 1.0  # exact match and F1 are percentages already (SQuAD convention)
 
     def tuning_objectives(self, options: Any) -> tuple[str, ...]:
-        """What :func:`~lmforge.finetuning.qa.objective.qa_reducer` reports (span accuracy;
-        exact match and F1 need the decoded answers and are only in the full report)."""
-        return ("eval_loss", "eval_span_accuracy")
+        """What :func:`~lmforge.finetuning.qa.objective.qa_reducer` reports (span accuracy on
+        the windows that hold the answer, null accuracy on the others; exact match and F1 need
+        the decoded answers and are only in the full report)."""
+        return ("eval_loss", "eval_span_accuracy", "eval_null_accuracy")
 
     def explain_adapter(self) -> type:
         """:class:`~lmforge.finetuning.qa.explain.QuestionAnsweringAdapter` (explains the
@@ -136,7 +137,7 @@ class QuestionAnsweringTask(Task):
         return QACollator(tokenizer)
 
     def reducer(self, sums: dict[str, float]) -> dict[str, float]:
-        """eval_loss and eval_span_accuracy."""
+        """eval_loss, eval_span_accuracy and eval_null_accuracy."""
         return qa_reducer(sums)
 
     def finalize(self, model: nn.Module, tokenizer: Any, settings: QaSettings,

@@ -80,12 +80,13 @@ def prepare_seq2seq(
 
     def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[list[int]]]:
         targets = batch[target_column]
-        for idx, target in zip(indices, targets, strict=True):
-            if not isinstance(target, str) or not target.strip():
-                raise DataError(
-                    f"row {idx} of {split_name} has an empty {target_column!r}; "
-                    "drop or fill that row"
-                )
+        for idx, source, target in zip(indices, batch[source_column], targets, strict=True):
+            for column, text in ((source_column, source), (target_column, target)):
+                if not isinstance(text, str) or not text.strip():
+                    raise DataError(
+                        f"row {idx} of {split_name} has an empty {column!r}; "
+                        "drop or fill that row"
+                    )
         sources = [source_prefix + ("" if s is None else str(s)) for s in batch[source_column]]
         enc = tokenizer(sources, max_length=max_source_length, truncation=True)
         if use_text_target:
@@ -134,6 +135,13 @@ class Seq2SeqCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         shift = getattr(model, "prepare_decoder_input_ids_from_labels", None)
         self._shift = shift if callable(shift) else None
+        # A BERT tokenizer starts every target with [CLS], which an EncoderDecoderModel
+        # warm-started from BERT also starts decoding from: kept, it teaches the decoder to
+        # answer [CLS] with [CLS], and greedy decoding then repeats it and returns nothing. That
+        # doubled start is dropped from the labels (T5, BART and Marian targets never begin
+        # with their decoder start token, so they are unchanged).
+        start = getattr(getattr(model, "config", None), "decoder_start_token_id", None)
+        self._start = start if self._shift is not None else None
 
     def __call__(
         self, examples: Sequence[Mapping[str, Any]], generator: torch.Generator | None = None
@@ -153,8 +161,11 @@ class Seq2SeqCollator:
             return batch
         # Targets have their own length T, so they are padded on their own: pad_batch pads the
         # ``input_ids`` field with the given id, here -100 so padding never counts in the loss.
+        targets = [list(ex["labels"]) for ex in examples]
+        if self._start is not None:
+            targets = [t[1:] if len(t) > 1 and t[0] == self._start else t for t in targets]
         labels = pad_batch(
-            [{"input_ids": ex["labels"]} for ex in examples], -100, self.pad_to_multiple_of
+            [{"input_ids": t} for t in targets], -100, self.pad_to_multiple_of
         )["input_ids"]  # (B, T)
         batch["labels"] = labels
         if self._shift is not None:
@@ -201,6 +212,8 @@ def generate_texts(
         )
     settings = settings or GenerationSettings()
     kwargs = settings.to_generate_kwargs()
+    if settings.stop:
+        kwargs.update(stop_strings=list(settings.stop), tokenizer=tokenizer)
     was_training = model.training
     model.eval()
     outputs: list[str] = []
@@ -221,7 +234,7 @@ def generate_texts(
                     **kwargs,
                 )  # (B, T): starts with decoder_start_token_id
                 texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
-                outputs.extend(t.strip() for t in texts)
+                outputs.extend(settings.cut(t).strip() for t in texts)
     finally:
         # Callers may generate mid-training (evaluation); give the model back as it came.
         model.train(was_training)

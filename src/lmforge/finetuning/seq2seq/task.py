@@ -20,12 +20,12 @@ from lmforge.evaluation.generation import generation_metrics
 from lmforge.finetuning.generative import (
     GenerativeTaskBase,
     TokenLossObjective,
+    decoding,
     format_table,
     write_jsonl,
 )
 from lmforge.finetuning.models import generative_model_kwargs, load_pretrained
 from lmforge.finetuning.seq2seq.data import (
-    GenerationSettings,
     Seq2SeqCollator,
     generate_texts,
     prepare_seq2seq,
@@ -34,12 +34,6 @@ from lmforge.finetuning.seq2seq.settings import Seq2SeqSettings
 from lmforge.finetuning.task import saved_settings
 from lmforge.runs import write_json
 from lmforge.wire import InputRecord, record_model
-
-
-def generation_settings(settings: Seq2SeqSettings) -> GenerationSettings:
-    """Decoding options saved in the task settings."""
-    return GenerationSettings(max_new_tokens=settings.max_new_tokens,
-                              num_beams=settings.num_beams)
 
 
 def _sources(records: list[dict[str, Any]], column: str, what: str) -> list[str]:
@@ -125,7 +119,7 @@ class Seq2SeqTask(GenerativeTaskBase):
         # encode() already checked both columns exist; None sources read as empty text.
         sources = ["" if s is None else str(s) for s in raw[settings.source_column]]
         targets = [str(t) for t in raw[settings.target_column]]
-        predictions = generate_texts(model, tokenizer, sources, generation_settings(settings),
+        predictions = generate_texts(model, tokenizer, sources, decoding(settings),
                                      batch_size=min(batch_size, 32),
                                      source_prefix=settings.source_prefix,
                                      max_source_length=settings.max_length,
@@ -151,7 +145,7 @@ class Seq2SeqTask(GenerativeTaskBase):
         """One generated text per record (``top_k`` is ignored: one output per source)."""
         sources = _sources(records, settings.source_column, "input")
         device = next(model.parameters()).device
-        outputs = generate_texts(model, tokenizer, sources, generation_settings(settings),
+        outputs = generate_texts(model, tokenizer, sources, decoding(settings),
                                  batch_size=max(len(sources), 1),
                                  source_prefix=settings.source_prefix,
                                  max_source_length=settings.max_length, device=device)

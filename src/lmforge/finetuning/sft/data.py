@@ -80,9 +80,19 @@ def _template(tokenizer: Any) -> str | None:
 def _render(
     tokenizer: Any, messages: list[dict[str, str]], template: str | None, gen: bool
 ) -> str:
-    return tokenizer.apply_chat_template(
-        messages, chat_template=template, tokenize=False, add_generation_prompt=gen
-    )
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=gen
+        )
+    except jinja2.TemplateError as err:
+        # A syntax error, or the template's own raise_exception (e.g. roles out of order).
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"the chat template does not render a conversation with roles "
+            f"{[m['role'] for m in messages]} ({first}); fix the template or the conversation"
+        ) from None
 
 
 def chat_prompt(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str:

@@ -23,8 +23,10 @@ from transformers import AutoModelForCausalLM
 from lmforge.errors import DataError
 from lmforge.evaluation.generation import generation_metrics
 from lmforge.finetuning.generative import (
+    GenerationSettings,
     GenerativeTaskBase,
     TokenLossObjective,
+    decoding,
     format_table,
     write_jsonl,
 )
@@ -98,12 +100,20 @@ def conversation(record: dict[str, Any], settings: SftSettings,
 @torch.no_grad()
 def generate_replies(model: nn.Module, tokenizer: Any, conversations: list[list[dict[str, str]]],
                      *, max_new_tokens: int = 128, num_beams: int = 1, batch_size: int = 8,
-                     device: torch.device | str = "cpu") -> list[str]:
-    """Greedy / beam assistant replies, cut at the end-of-turn marker.
+                     device: torch.device | str = "cpu",
+                     settings: GenerationSettings | None = None) -> list[str]:
+    """Assistant replies (greedy / beam, or as ``settings`` say), cut at the end-of-turn marker.
 
     Prompts are left-padded by hand (the tokenizer's padding side and pad token are left
     untouched, since this tokenizer object may be saved afterwards).
+
+    Args:
+        settings: Decoding options (sampling, penalties, extra stop strings); when given they
+            replace ``max_new_tokens`` and ``num_beams``.
     """
+    settings = settings or GenerationSettings(max_new_tokens=max_new_tokens,
+                                              num_beams=num_beams)
+    stops = [END_OF_TURN, *settings.stop]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
         else tokenizer.eos_token_id
     pad = 0 if pad is None else int(pad)
@@ -120,11 +130,11 @@ def generate_replies(model: nn.Module, tokenizer: Any, conversations: list[list[
             mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])  # (B, L)
             generated = model.generate(
                 input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
-                pad_token_id=pad, stop_strings=[END_OF_TURN], tokenizer=tokenizer)
+                **settings.to_generate_kwargs(), pad_token_id=pad, stop_strings=stops,
+                tokenizer=tokenizer)
             texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
             # A batch runs until every row stops, so rows may run past their own marker.
-            replies.extend(t.split(END_OF_TURN)[0].strip() for t in texts)
+            replies.extend(settings.cut(t.split(END_OF_TURN)[0]).strip() for t in texts)
     finally:
         model.train(was_training)
     return replies
@@ -204,8 +214,7 @@ class ChatSftTask(GenerativeTaskBase):
         rows = [conversation(r, settings, "evaluation") for r in raw.select(
             range(min(NUM_SAMPLES, len(raw))))]
         predictions = generate_replies(model, tokenizer, [m for m, _ in rows],
-                                       max_new_tokens=settings.max_new_tokens,
-                                       num_beams=settings.num_beams,
+                                       settings=decoding(settings),
                                        device=accelerator.device)
         headline = {k: float(metrics[k]) for k in ("loss", "perplexity", "token_accuracy",
                                                    "tokens")}
@@ -225,11 +234,13 @@ class ChatSftTask(GenerativeTaskBase):
 
     def predict(self, model: nn.Module, tokenizer: Any, settings: SftSettings,
                 records: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
-        """The assistant's reply to each record (``top_k`` is ignored)."""
+        """The assistant's reply to each record, decoded as ``settings`` say.
+
+        ``top_k`` (labels per input) has no meaning here; ``lmforge predict`` refuses a value
+        above 1 for a generative run and points at ``generate.top_k`` (sampling).
+        """
         chats = [conversation(r, settings)[0] for r in records]
-        replies = generate_replies(model, tokenizer, chats,
-                                   max_new_tokens=settings.max_new_tokens,
-                                   num_beams=settings.num_beams,
+        replies = generate_replies(model, tokenizer, chats, settings=decoding(settings),
                                    batch_size=max(len(chats), 1),
                                    device=next(model.parameters()).device)
         return [{"prompt": c[-1]["content"] if len(c) == 1 else c, "response": r}
