@@ -32,12 +32,12 @@ NonBlank = Annotated[str, Field(pattern=NON_BLANK)]
 """A string that is not empty or whitespace only (its OpenAPI schema says so)."""
 
 
-def _integral(value: Any) -> Any:
-    # JSON Schema counts 3.0 as an integer; strict pydantic would not.
+def integral(value: Any) -> Any:
+    """``3.0`` -> ``3`` (JSON Schema counts it as an integer; strict pydantic would not)."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-JsonInt = Annotated[int, BeforeValidator(_integral)]
+JsonInt = Annotated[int, BeforeValidator(integral)]
 """An integer as JSON Schema means it: ``3`` or ``3.0``, but not ``true`` or ``"3"``."""
 
 

@@ -117,9 +117,8 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path | None = None) -> st
 
     config = model.config  # type: ignore[attr-defined]
     # The marker that makes save_pretrained refuse; the weights are plain floats by now.
-    for key in ("quantization_config",):
-        if hasattr(config, key):
-            delattr(config, key)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(model.state_dict())  # type: ignore[attr-defined]
     plain.generation_config = model.generation_config  # type: ignore[attr-defined]

@@ -59,7 +59,7 @@ from lmforge.serving.generating import event_stream, reply_room, sse, whole_repl
 from lmforge.serving.generation import GenerateParams, stream_text
 from lmforge.serving.limits import check_limits
 from lmforge.serving.settings import ServeJob
-from lmforge.wire import JsonInt, _integral
+from lmforge.wire import JsonInt, integral
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ _MIN_TEMPERATURE = 1e-5
 Text = Annotated[str, Field(min_length=1)]
 # Field(ge=1) inside, so that the schema of an optional one says "minimum" (pydantic does not
 # carry it through the validator of JsonInt).
-Count = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+Count = Annotated[int, Field(ge=1), BeforeValidator(integral)]
 
 _INERT: dict[str, tuple[Any, ...]] = {
     "logprobs": (None, False), "top_logprobs": (None, 0), "logit_bias": (None, {}),
