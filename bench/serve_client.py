@@ -72,7 +72,8 @@ class Tally:
 
 async def run_clients(port: int, requests: list[bytes], concurrency: int, max_requests: int,
                       seconds: float, keep: bool = False,
-                      retry_after_cap: float = 2.0) -> dict[str, Any]:
+                      retry_after_cap: float = 2.0,
+                      keep_latencies: bool = False) -> dict[str, Any]:
     """``concurrency`` closed-loop clients over ``requests`` (cycled) for at most
     ``max_requests`` requests or ``seconds``.
 
@@ -84,6 +85,8 @@ async def run_clients(port: int, requests: list[bytes], concurrency: int, max_re
         seconds: Stop after this long (in-flight requests finish).
         keep: Keep the 200 bodies by request index (accuracy checks).
         retry_after_cap: Longest wait honoured after a 503.
+        keep_latencies: Also return every 200's latency in seconds (``latencies``), so that
+            several slices of one cell can be merged (see serve_load.py's ``--rounds``).
 
     Returns:
         :meth:`Tally.summary` plus ``concurrency``.
@@ -129,12 +132,13 @@ async def run_clients(port: int, requests: list[bytes], concurrency: int, max_re
     await asyncio.gather(*(client(r, w) for r, w in connections))
     wall = time.perf_counter() - start
     return {"concurrency": concurrency, **tally.summary(wall),
-            **({"answers": tally.answers} if keep else {})}
+            **({"answers": tally.answers} if keep else {}),
+            **({"latencies": sorted(tally.latencies)} if keep_latencies else {})}
 
 
 async def run_httpx(port: int, path: str, bodies: list[dict[str, Any]], concurrency: int,
-                    max_requests: int, seconds: float, retry_after_cap: float = 0.0
-                    ) -> dict[str, Any]:
+                    max_requests: int, seconds: float, retry_after_cap: float = 0.0,
+                    keep_latencies: bool = False) -> dict[str, Any]:
     """The same closed loop through one ``httpx.AsyncClient`` (the old generator); a 503's
     ``Retry-After`` is honoured up to ``retry_after_cap`` seconds (0: retried at once)."""
     import httpx
@@ -167,7 +171,8 @@ async def run_httpx(port: int, path: str, bodies: list[dict[str, Any]], concurre
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return {"concurrency": concurrency, **tally.summary(wall)}
+    return {"concurrency": concurrency, **tally.summary(wall),
+            **({"latencies": sorted(tally.latencies)} if keep_latencies else {})}
 
 
 def new_loop() -> Callable[[], asyncio.AbstractEventLoop]:

@@ -17,7 +17,11 @@ per cell (after --warmup seconds of the same load, untimed). With --retry at-onc
 clients send again as soon as a 503 arrives (clients that do not back off; issue 27), and
 --concurrency 32 100 300 1000 adds the flood levels. A cell records req/s of 200 answers,
 p50 / p99 / max latency, errors split by status, and for lmforge the mean batch size and
-event-loop lag from /metrics.
+event-loop lag from /metrics. With --rounds R every level and target is visited R times in
+turn, --seconds / R at a time (each slice after its own --warmup), and a cell merges its
+slices (200s over their summed time, percentiles over all their latencies; each slice's
+req/s is kept): a drift of the machine's speed during the run then lands on every cell
+alike instead of on whichever level ran at the time.
 
 With --pin (where `taskset` exists) the matrix runs again with the load generator on core 0
 and the server on core 1. --accuracy sends the 872 dev sentences through every target once.
@@ -125,6 +129,7 @@ def targets(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
              f"max_queue={args.max_queue}"]
     if args.latency_budget_ms is not None:
         serve.append(f"latency_budget_ms={args.latency_budget_ms}")
+    serve += args.serve_option
     out = [{"name": "lmforge torch fp32", "cmd": serve + [args.run, "precision=fp32",
                                                           f"threads={threads}"]}]
     best = out[0]
@@ -148,7 +153,8 @@ def targets(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     for target in out:
         target.setdefault("peer", False)
     if args.only:
-        out = [t for t in out if any(o in t["name"] for o in args.only)]
+        out = [t for t in out if any(t["name"] == o[1:] if o.startswith("=") else o in t["name"]
+                                     for o in args.only)]
     return out
 
 
@@ -211,7 +217,9 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def drive_cell(port: int, target: dict[str, Any], texts: list[str], concurrency: int,
-               args: argparse.Namespace) -> dict[str, Any]:
+               args: argparse.Namespace, seconds: float) -> dict[str, Any]:
+    """One timed slice of ``seconds`` at ``concurrency`` (after ``--warmup`` seconds of the
+    same load), with every 200's latency kept for :func:`merge_slices`."""
     # With workers=2 each scrape reaches one of two processes: their metrics do not add up.
     single = not target["peer"] and "workers" not in target["name"]
     before = scrape(port) if single else {}
@@ -222,7 +230,7 @@ def drive_cell(port: int, target: dict[str, Any], texts: list[str], concurrency:
             run(run_httpx(port, "/classify", bodies, concurrency, 10**9, args.warmup, cap))
             before = scrape(port) if single else {}
         row = run(run_httpx(port, "/classify", bodies, concurrency, args.requests,
-                            args.seconds, cap))
+                            seconds, cap, keep_latencies=True))
     else:
         requests = [encode("/classify", {"text": t}) for t in texts]
         run(run_clients(port, requests[:8], min(concurrency, 8), 8, 30))  # warm the pool
@@ -230,8 +238,8 @@ def drive_cell(port: int, target: dict[str, Any], texts: list[str], concurrency:
             run(run_clients(port, requests, concurrency, 10**9, args.warmup,
                             retry_after_cap=cap))
             before = scrape(port) if single else {}
-        row = run(run_clients(port, requests, concurrency, args.requests, args.seconds,
-                              retry_after_cap=cap))
+        row = run(run_clients(port, requests, concurrency, args.requests, seconds,
+                              retry_after_cap=cap, keep_latencies=True))
     row["retry"] = args.retry
     if single:
         after = scrape(port)
@@ -244,6 +252,34 @@ def drive_cell(port: int, target: dict[str, Any], texts: list[str], concurrency:
         # One worker's view (with workers=2 each process has its own /metrics).
         row["mean_batch"] = round(inputs / batches, 1) if batches else None
         row["loop_lag_ms"] = round(1000 * lag / ticks, 1) if ticks else None
+    return row
+
+
+def merge_slices(slices: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell from its ``--rounds`` slices: 200s per second over their summed time, latency
+    percentiles over all their 200s, errors summed; mean batch and loop lag weighted by the
+    slices' 200s; each slice's req/s kept (``slice_req_per_s``) to show the spread."""
+    latencies = sorted(x for s in slices for x in s["latencies"])
+    seconds = sum(s["seconds"] for s in slices)
+
+    def pct(q: float) -> float | None:
+        return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1) \
+            if latencies else None
+
+    by_status: dict[str, int] = {}
+    for s in slices:
+        for code, n in s["errors_by_status"].items():
+            by_status[code] = by_status.get(code, 0) + n
+    row = {k: v for k, v in slices[0].items() if k not in ("latencies", "slice_req_per_s")}
+    row.update({"ok": len(latencies), "seconds": round(seconds, 2),
+                "req_per_s": round(len(latencies) / seconds, 1) if seconds else 0.0,
+                "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+                "errors": sum(by_status.values()), "errors_by_status": by_status,
+                "slices": len(slices), "slice_req_per_s": [s["req_per_s"] for s in slices]})
+    for key in ("mean_batch", "loop_lag_ms"):
+        weighted = [(s[key], s["ok"]) for s in slices if s.get(key) is not None and s["ok"]]
+        total = sum(w for _, w in weighted)
+        row[key] = round(sum(v * w for v, w in weighted) / total, 1) if total else None
     return row
 
 
@@ -287,16 +323,24 @@ def matrix(args: argparse.Namespace, work: Path, texts: list[str], gold: list[st
                 for target, port in up:
                     acc.append(accuracy(port, target, texts, gold))
                     print(f"accuracy {target['name']}: {acc[-1]}", flush=True)
-            for concurrency in args.concurrency:
-                for target, port in up:
-                    row = {"target": target["name"], "pinned": pinned,
-                           **drive_cell(port, target, texts, concurrency, args)}
-                    rows.append(row)
-                    print(f"{target['name']:<34} {'pinned ' if pinned else ''}"
-                          f"c={concurrency:<3} {row['req_per_s']:7.1f} req/s  p50 "
-                          f"{row['p50_ms'] or 0:7.0f} ms  p99 {row['p99_ms'] or 0:7.0f} "
-                          f"ms  errors {row['errors_by_status']}  batch "
-                          f"{row.get('mean_batch')}", flush=True)
+            # --rounds R: every level and target visited R times in turn, R slices of
+            # seconds / R each, so a drift of the machine's speed over the run (other
+            # tenants) is spread over all cells instead of landing on whichever ran then.
+            slices: dict[tuple[str, int], list[dict[str, Any]]] = {}
+            for round_ in range(args.rounds):
+                for concurrency in args.concurrency:
+                    for target, port in up:
+                        part = drive_cell(port, target, texts, concurrency, args,
+                                          args.seconds / args.rounds)
+                        slices.setdefault((target["name"], concurrency), []).append(part)
+                        print(f"{target['name']:<34} {'pinned ' if pinned else ''}"
+                              f"round {round_ + 1}/{args.rounds} c={concurrency:<3} "
+                              f"{part['req_per_s']:7.1f} req/s  p50 {part['p50_ms'] or 0:7.0f}"
+                              f" ms  p99 {part['p99_ms'] or 0:7.0f} ms  errors "
+                              f"{part['errors_by_status']}  batch {part.get('mean_batch')}",
+                              flush=True)
+            for (name, _), parts in slices.items():
+                rows.append({"target": name, "pinned": pinned, **merge_slices(parts)})
     finally:
         if original is not None:
             os.sched_setaffinity(0, original)
@@ -445,7 +489,13 @@ def main() -> None:
     parser.add_argument("--rerender", action="store_true", help="recompute the ratios and "
                         "the markdown of an existing results file, run nothing")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
-    parser.add_argument("--only", nargs="*", help="run targets whose name contains these")
+    parser.add_argument("--serve-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="another `lmforge serve` option for the lmforge targets "
+                             "(repeatable), e.g. refusals_per_s=100")
+    parser.add_argument("--rounds", type=int, default=1, help="visit every level and target "
+                        "this many times in turn, seconds / rounds each (spreads drift)")
+    parser.add_argument("--only", nargs="*", help="run targets whose name contains these "
+                        "(a leading = asks for the exact name)")
     parser.add_argument("--name", default="serve_load", help="results file name")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
@@ -471,8 +521,8 @@ def main() -> None:
             "threads": args.threads, "max_batch_size": args.max_batch_size,
             "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
             "client": args.client, "requests_per_cell": args.requests,
-            "seconds_per_cell": args.seconds, "retry": args.retry,
-            "latency_budget_ms": args.latency_budget_ms,
+            "seconds_per_cell": args.seconds, "rounds": args.rounds, "retry": args.retry,
+            "latency_budget_ms": args.latency_budget_ms, "serve_options": args.serve_option,
             "warmup_s": args.warmup}
     with tempfile.TemporaryDirectory(prefix="lmforge-serve-bench-") as tmp:
         work = Path(tmp)

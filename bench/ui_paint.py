@@ -85,11 +85,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_ui(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``python -m lmforge ui ROOT port=...``, waited for until it answers."""
+def start_ui(root: Path, *options: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m lmforge ui ROOT port=... OPTIONS``, waited for until it answers."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lmforge", "ui", "--root", str(root),
-                             f"port={port}"], stdout=subprocess.DEVNULL,
+                             f"port={port}", *options], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -216,7 +216,9 @@ def main() -> None:
             jobs.start_job(run, train_argv(run.name, encoder, data, args.train_steps))
             wait_done(run)
             alone.append(step_time(run))
-            proc, url = start_ui(train_root)
+            # The model and data sit beside the root: the form may name them only when the
+            # UI is told so (data_roots).
+            proc, url = start_ui(train_root, f"data_roots=[{tmp}]")
             try:
                 page = browser.new_page()
                 page.goto(url + "/#train")

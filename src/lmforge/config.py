@@ -316,6 +316,17 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return nested
 
 
+def nested_strings(value: Any) -> list[str]:
+    """Every string inside ``value`` (a string, or mappings and lists holding them), in order."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in nested_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in nested_strings(v)]
+    return []
+
+
 def merge_dicts(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` updated by ``extra``, section by section (nested mappings are merged)."""
     out = dict(base)

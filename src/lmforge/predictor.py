@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmforge.config import nested_strings
 from lmforge.data.sources import load_raw
 from lmforge.deploy.onnx_model import find_onnx_folder, load_onnx_model
 from lmforge.engine.precision import resolve_precision
@@ -121,7 +122,7 @@ class Predictor:
 
     def _lengths(self, records: list[dict[str, Any]]) -> list[int]:
         """Tokens per record (all its strings, cut at the task's max_length)."""
-        per_record = [_strings(r) for r in records]
+        per_record = [nested_strings(r) for r in records]
         flat = [s for strings in per_record for s in strings]
         counts = iter(len(ids) for ids in self.tokenizer(
             flat, add_special_tokens=False)["input_ids"]) if flat else iter(())
@@ -165,16 +166,6 @@ class Predictor:
             generate_text(self, "warm up", None, GenerateParams(max_new_tokens=1))
         else:
             self.predict([self.task.example_record(self.settings)])
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
 
 
 CHUNK_OVERHEAD_TOKENS = 48

@@ -57,8 +57,10 @@ def test_attack_writes_report_jsonl_html_and_serve_shows_it(
     assert len(rows) == char["successful"] == char["adversarial_examples"]
     assert rows[0]["perturbed_prediction"] != rows[0]["label"]
     assert rows[0]["changed_words"][0]["original"] in POSITIVE + NEGATIVE
-    page = (out / "report.html").read_text()
+    page = (out / "attacks.html").read_text()
     assert "<ins>" in page and "<del>" in page and "Attack Results (synonym)" in page
+    report = (out / "report.html").read_text()  # the run report, as `lmforge report` draws it
+    assert "Attack results" in report and "accuracy_under_attack" in report
     report = json.loads((run / "model" / "robustness.json").read_text())
     assert report["attacks"]["char"]["successful"] == char["successful"]
 

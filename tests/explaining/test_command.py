@@ -41,6 +41,7 @@ def test_explain_command_writes_jsonl_html_png_and_table(sentiment_run: Path,
     assert summary["faithfulness"]["ig"]["comprehensiveness"] > \
         summary["faithfulness"]["random"]["comprehensiveness"]
     assert summary["cost"]["lime"]["sequences_per_example"] == pytest.approx(60)
+    assert "comprehensiveness" in (out / "report.html").read_text()  # report=true default
 
 
 @pytest.mark.parametrize("args, message", [

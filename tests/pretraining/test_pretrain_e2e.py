@@ -61,6 +61,10 @@ def test_mlm_from_scratch_writes_run_dir_and_learns(tmp_path: Path, corpus_file:
     assert 0.0 <= evaluated["eval_token_accuracy"] <= 1.0
     assert evaluated["eval_token_accuracy"] == pytest.approx(
         summary["final_eval"]["eval_token_accuracy"])
+    # The run's report shows before / after, and was rewritten to show the evaluation too.
+    page = (run / "report.html").read_text()
+    assert "Held-out metrics before and after training" in page
+    assert "Evaluations (lmforge evaluate)" in page and "eval_token_accuracy" in page
 
 
 class _Batches(StepHook):

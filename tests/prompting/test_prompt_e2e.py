@@ -54,6 +54,9 @@ def test_zero_shot_cloze_with_masked_lm(tmp_path: Path, mlm_dir: Path, sentiment
     table = (tmp_path / "zs" / "results.md").read_text()
     assert "ensemble (mean p)" in table and "majority class of train (0)" in table
     assert "best constant on these examples (0)" in table
+    page = (tmp_path / "zs" / "report.html").read_text()  # the run report, with its section
+    assert "Scores per prompt" in page and "majority class of train (0)" in page
+    assert "Example predictions" in page
 
 
 def test_icl_calibrated_with_causal_lm(tmp_path: Path, llama_dir: Path, sentiment_dir: Path,

@@ -10,7 +10,12 @@ from types import SimpleNamespace
 import pytest
 
 from lmforge.cli import main
-from lmforge.commands.report import REPORT_FILE, build_page, write_run_report
+from lmforge.commands.report import (
+    REPORT_FILE,
+    build_page,
+    refresh_run_report,
+    write_run_report,
+)
 from lmforge.errors import ConfigError
 from lmforge.reporting.charts import downsample, line_chart
 from lmforge.reporting.document import is_report, write_report
@@ -75,7 +80,7 @@ def test_the_command_writes_the_file_and_refuses_what_is_not_a_report(
     assert main(["report", str(a), str(b), f"output={out}", "examples=1"]) == 0
     assert is_report(out) and "the worst mistake" in out.read_text()
     assert "a mild mistake" not in out.read_text()  # examples=1
-    # Another command's report.html (lmforge attack writes one) is never overwritten.
+    # A report.html lmforge did not write (an older attack run's page) is never overwritten.
     (b / REPORT_FILE).write_text("<html>attack report</html>")
     capsys.readouterr()
     assert main(["report", str(b)]) == 2
@@ -91,12 +96,24 @@ def test_report_at_the_end_of_a_run_follows_track_report(tmp_path: Path) -> None
     run = make_run(tmp_path / "run")
     off = SimpleNamespace(track=SimpleNamespace(report=False))
     assert write_run_report(run, off) is None and not (run / REPORT_FILE).exists()
-    assert write_run_report(run, SimpleNamespace()) is None  # a job without a track section
+    assert write_run_report(run, SimpleNamespace()) is None  # no track section, no switch
+    assert write_run_report(run, SimpleNamespace(report=False)) is None
+    assert not (run / REPORT_FILE).exists()
+    # attack and explain have no track section: their own `report` switch decides.
+    assert write_run_report(run, SimpleNamespace(report=True)) == run / REPORT_FILE
+    (run / REPORT_FILE).unlink()
     on = SimpleNamespace(track=SimpleNamespace(report=True))
     assert write_run_report(run, on) == run / REPORT_FILE and is_report(run / REPORT_FILE)
+    # lmforge evaluate rewrites a run's report after adding an eval-<split>/ folder to it.
+    (run / "eval-test").mkdir()
+    (run / "eval-test" / "summary.json").write_text(json.dumps({"headline": {"f1": 0.123}}))
+    assert refresh_run_report(run) == run / REPORT_FILE
+    assert "Evaluation: test" in (run / REPORT_FILE).read_text()
+    assert refresh_run_report(tmp_path / "no-such-run") is None  # no report: none written
     # A failure is logged, never raised: the run itself succeeded.
     (run / REPORT_FILE).write_text("someone else's file")
     assert write_run_report(run, on) is None
+    assert refresh_run_report(run) is None
 
 
 def test_a_broken_section_is_a_note_not_a_failure(tmp_path: Path) -> None:

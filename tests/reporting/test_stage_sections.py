@@ -65,3 +65,51 @@ def test_explain_draws_the_attributions(tmp_path: Path) -> None:
     assert "rgba(214,39,40,0.80)" in page  # the strongest word, in full colour
     assert "rgba(31,119,180" in page and EVIL not in page  # a negative score; escaped
     assert "comprehensiveness" in page and "seconds_per_example" in page
+
+
+def test_pretrain_shows_before_after_and_later_evaluations(tmp_path: Path) -> None:
+    run = _run(tmp_path / "pretrain", "pretrain", {
+        "objective": "clm", "parameters": 1234, "steps": 40,
+        "initial_eval": {"eval_loss": 3.9, "eval_perplexity": 49.4},
+        "final_eval": {"eval_loss": 3.1, "eval_perplexity": 22.2}},
+        {"eval-test/summary.json": json.dumps({
+            "command": "evaluate", "split": "test", "examples": 17, "precision": "fp32",
+            "eval_perplexity": 23.5, "eval_token_accuracy": 0.41}),
+         "eval-other/summary.json": json.dumps({"headline": {"accuracy": 0.9}})})
+    page = build_page([run])
+    assert "Held-out metrics before and after training" in page and "49.4" in page
+    assert "22.2" in page and "Evaluations (lmforge evaluate)" in page
+    assert "23.5" in page and "eval_token_accuracy" in page and ">test<" in page
+    assert ">other<" not in page  # not written by lmforge evaluate
+
+
+def test_prompt_shows_scores_per_template_and_confident_mistakes(tmp_path: Path) -> None:
+    predictions = [{"text": "a calm mistake", "label": "pos", "predicted": "neg",
+                    "probs": [0.6, 0.4]},
+                   {"text": EVIL, "label": "pos", "predicted": "neg", "probs": [0.95, 0.05]},
+                   {"text": "right", "label": "pos", "predicted": "pos", "probs": [0.1, 0.9]}]
+    run = _run(tmp_path / "prompt", "prompt", {
+        "mode": "icl", "model": "smollm2", "labels": ["neg", "pos"], "calibrate": True,
+        "templates": {"review": {"accuracy": 0.71, "macro_f1": 0.7,
+                                 "calibrated_accuracy": 0.83, "calibrated_macro_f1": 0.82}},
+        "ensemble": {"accuracy": 0.72, "macro_f1": 0.71},
+        "majority": {"label": "pos", "accuracy": 0.51, "macro_f1": 0.34}},
+        {"predictions.jsonl": "".join(json.dumps(p) + "\n" for p in predictions)})
+    page = build_page([run])
+    assert "Scores per prompt" in page and "calibrated_accuracy" in page and "0.83" in page
+    assert "majority class of train (pos)" in page and "ensemble (mean p)" in page
+    assert EVIL not in page and "a calm mistake" in page
+    # The most confident mistake (0.95, the escaped script text) comes first.
+    assert page.index("&lt;script&gt;") < page.index("a calm mistake") < page.index(">right<")
+
+
+def test_prompt_fewshot_shows_both_methods_per_seed(tmp_path: Path) -> None:
+    run = _run(tmp_path / "fewshot", "prompt", {
+        "mode": "fewshot", "labels": ["neg", "pos"], "seeds": [1, 2],
+        "prompt": {"accuracy_mean": 0.81, "accuracy_std": 0.02},
+        "baseline": {"accuracy_mean": 0.62, "accuracy_std": 0.05},
+        "runs": [{"seed": 1, "prompt": {"accuracy": 0.83, "macro_f1": 0.8},
+                  "baseline": {"accuracy": 0.57, "macro_f1": 0.5}}]})
+    page = build_page([run])
+    assert "Few-shot: prompt-based vs plain fine-tuning" in page and "0.81" in page
+    assert "Per seed" in page and "0.57" in page and "baseline accuracy" in page

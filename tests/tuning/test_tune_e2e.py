@@ -43,6 +43,8 @@ def test_study_outputs_best_yaml_reproduces_and_test_is_used_once(
     assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
         "history.png", "importances.png", "intermediate.png"]
     assert any((out / "tb").iterdir())
+    page = (out / "report.html").read_text()  # the study's run report (track.report)
+    assert "Best trial" in page and "Trials (3, best first)" in page
     # Every trial is a normal run directory; only the best keeps its model (keep_models=1).
     trial_dirs = sorted((out / "trials").iterdir())
     assert all((d / "config.yaml").is_file() and (d / "lineage.json").is_file()

@@ -132,3 +132,34 @@ def test_the_command_line_takes_the_root_as_a_flag_or_a_word(
     assert cli.main(["ui", "--root", "a"]) == 0 and cli.main(["ui", "b", "port=9000"]) == 0
     assert [job.root for job in ran] == ["a", "b"] and ran[1].port == 9000
     assert ran[0].host == "127.0.0.1"  # loopback unless told otherwise
+
+
+def test_the_form_refuses_files_outside_the_root_and_its_data_roots(root: Path,
+                                                                    tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    (outside / "data").mkdir(parents=True)
+    (root / "inputs").mkdir()
+    (root / "inputs" / "out").symlink_to(outside / "data")
+    client = ui_client(root)
+    body = {"command": "finetune", "name": "paths-1", "values": {"train.max_steps": "3"}}
+    refused = [("data.path", "/etc"), ("data.path", "~/.ssh"), ("data.path", "../elsewhere"),
+               ("data.path", "inputs/out"),  # a symlink out of the root
+               ("model.pretrained", str(outside / "data")),
+               ("data.path", "http://example.com/x.csv")]
+    for key, value in refused:
+        values = {**body["values"], key: value}
+        for route in ("/api/preview", "/api/start"):
+            answer = client.post(route, json={**body, "values": values}, headers=POST)
+            assert answer.status_code == 403, (key, value, answer.text)
+            assert key in answer.json()["detail"]
+    assert not (root / "paths-1").exists()  # nothing was started
+    allowed = {"data.path": "inputs", "model.pretrained": "bert-base-uncased",
+               "task.text_column": "sentence"}
+    answer = client.post("/api/preview", json={**body, "values": {**body["values"], **allowed}},
+                         headers=POST)
+    assert answer.status_code == 200, answer.text
+    # data_roots=[FOLDER] allows one more folder.
+    wider = ui_client(root, data_roots=[str(outside)])
+    answer = wider.post("/api/preview", json={**body, "values": {"data.path": str(
+        outside / "data")}}, headers=POST)
+    assert answer.status_code == 200, answer.text

@@ -97,6 +97,8 @@ class AttackJob:
     write_to_model: bool = opt(True, "Also write robustness.json next to the model, where "
                                      "`lmforge serve` shows it at GET /info.")
     output_dir: str | None = opt(None, "Run directory (default: runs/attack-<time>).")
+    report: bool = opt(True, "Write report.html into the run folder at the end (the run "
+                             "report of `lmforge report`).")
 
     def __post_init__(self) -> None:
         for name in self.attacks:

@@ -3,8 +3,9 @@
 Writes into the run directory: ``summary.json`` (the numbers of every attack),
 ``config.yaml``, ``robustness.json`` (the same report; also next to the model unless
 ``write_to_model=false``, where ``lmforge serve`` shows it at ``GET /info``),
-``attack-NAME/adversarial.jsonl`` (every successful adversarial example) and
-``report.html`` (the examples with the changed words highlighted).
+``attack-NAME/adversarial.jsonl`` (every successful adversarial example),
+``attacks.html`` (the examples with the changed words highlighted) and, unless
+``report=false``, the run report ``report.html`` (as ``lmforge report`` writes it).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from lmforge.settings import DataConfig
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "robustness.json"
+ATTACKS_PAGE = "attacks.html"
+"""The attack's own page (every adversarial example, changed words highlighted); the run's
+``report.html`` is the run report every command writes."""
 
 
 def _run_dir_of(run: str) -> Path:
@@ -135,7 +139,7 @@ def run_attack(job: AttackJob, resume: bool = False) -> dict[str, Any]:
         sections.append((name, summary, results))
         log.info("%s: accuracy %.3f -> %.3f under attack (%.1f s)", name,
                  summary["original_accuracy"], summary["accuracy_under_attack"], seconds)
-    write_html(run_dir / "report.html", f"lmforge attack: {predictor.source}", sections,
+    write_html(run_dir / ATTACKS_PAGE, f"lmforge attack: {predictor.source}", sections,
                target.labels)
     report = {"model": predictor.source, "data": job.data or "the run's validation split",
               "examples": len(texts), "attacks": reports,
@@ -149,5 +153,5 @@ def run_attack(job: AttackJob, resume: bool = False) -> dict[str, Any]:
     if job.write_to_model and Path(predictor.source).is_dir():
         write_json(Path(predictor.source) / REPORT_FILE, report)
     summary = run.finish({"model": predictor.source, "examples": len(texts), "attacks": reports,
-                          "report_html": str(run_dir / "report.html")})
+                          "attacks_html": str(run_dir / ATTACKS_PAGE)})
     return {**summary, "table": "\n".join(text_table(n, s) for n, s in reports.items())}

@@ -13,6 +13,7 @@ from typing import Any
 
 import datasets
 
+from lmforge.commands.report import refresh_run_report
 from lmforge.config import build_config, load_yaml
 from lmforge.data.corpus import load_corpus
 from lmforge.deploy.onnx_model import find_onnx_folder
@@ -27,7 +28,7 @@ from lmforge.predictor import load_predictor
 from lmforge.pretraining.data import data_objective, lm_collator, prepare_splits
 from lmforge.pretraining.objectives import lm_eval_reducer, wrap_for_objective
 from lmforge.pretraining.settings import PretrainJob
-from lmforge.runs import write_json
+from lmforge.runs import is_main_process, write_json
 
 
 def run_evaluate(job: EvaluateJob, resume: bool = False) -> dict[str, Any]:
@@ -47,10 +48,14 @@ def run_evaluate(job: EvaluateJob, resume: bool = False) -> dict[str, Any]:
     run = Path(job.run)
     if run.exists() and (find_onnx_folder(run) is not None
                          or read_settings(resolve_checkpoint(str(run))) is not None):
-        return evaluate_finetuned(job)
-    if not run.exists():
+        summary = evaluate_finetuned(job)
+    elif not run.exists():
         raise ConfigError(f"run {job.run!r} does not exist; pass a run directory")
-    return evaluate_language_model(job)
+    else:
+        summary = evaluate_language_model(job)
+    if is_main_process() and Path(summary["run_dir"]).parent == run:
+        refresh_run_report(run)  # the new eval-<split>/ shows in the run's own report
+    return summary
 
 
 def evaluate_finetuned(job: EvaluateJob) -> dict[str, Any]:

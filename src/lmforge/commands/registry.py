@@ -95,7 +95,8 @@ COMMANDS: dict[str, Command] = {
                                "train a WordPiece / byte-level BPE / Unigram tokenizer"),
     "pretrain": Command(PretrainJob, "lmforge.commands.pretrain:run_pretrain",
                         "self-supervised pretraining: mlm (+wwm, nsp, sop) or clm",
-                        resumes=True, summary_keys=("final_eval",)),
+                        resumes=True, summary_keys=("final_eval",),
+                        report_sections=("lmforge.pretraining.report_section:sections",)),
     "finetune": Command(FinetuneJob, "lmforge.commands.finetune:run_finetune",
                         "fine-tune a pretrained model on a labeled task (classification, "
                         "NER, extractive QA, seq2seq, chat SFT)",
@@ -117,7 +118,8 @@ COMMANDS: dict[str, Command] = {
                       report_sections=("lmforge.adversarial.report_section:sections",)),
     "prompt": Command(PromptJob, "lmforge.commands.prompt:run_prompt",
                       "zero-shot / in-context prompting with calibration, few-shot "
-                      "prompt-based fine-tuning", summary_keys=("ensemble", "prompt")),
+                      "prompt-based fine-tuning", summary_keys=("ensemble", "prompt"),
+                      report_sections=("lmforge.prompting.report_section:sections",)),
     "tune": Command(TuneJob, "lmforge.commands.tune:run_tune",
                     "hyperparameter search over fine-tuning runs (Optuna: TPE, pruning, "
                     "shared studies)",

@@ -89,16 +89,34 @@ def write_run_report(run_dir: str | Path, job: Any) -> Path | None:
 
     A failure is logged, never raised: the run itself has finished and must stay a success.
 
+    A command without a ``track`` section reads its own ``report`` switch instead (``lmforge
+    attack``, ``lmforge explain``).
+
     Returns:
-        The file written, or None (no ``track`` section, ``track.report=false``, or failed).
+        The file written, or None (``track.report=false`` or ``report=false``, no switch at
+        all, or failed).
     """
     track = getattr(job, "track", None)
-    if track is None or not getattr(track, "report", False):
-        return None
+    wanted = getattr(track, "report", False) if track is not None else getattr(job, "report",
+                                                                              False)
+    return _write_quietly(Path(run_dir)) if wanted else None
+
+
+def refresh_run_report(run_dir: str | Path) -> Path | None:
+    """Rewrite ``RUN/report.html`` after something was added to a finished run (``lmforge
+    evaluate`` leaves an ``eval-<split>/`` folder in it), when the run has a report already.
+
+    Returns:
+        The file rewritten, or None (the run has no report, or writing it failed).
+    """
+    return _write_quietly(Path(run_dir)) if (Path(run_dir) / REPORT_FILE).is_file() else None
+
+
+def _write_quietly(run_dir: Path) -> Path | None:
     try:
-        output = Path(run_dir) / REPORT_FILE
+        output = run_dir / REPORT_FILE
         write_report(output, build_page([run_dir]))
         return output
     except Exception as err:  # noqa: BLE001 - the run succeeded; its report is a bonus
-        log.warning("could not write %s: %s", Path(run_dir) / REPORT_FILE, err)
+        log.warning("could not write %s: %s", run_dir / REPORT_FILE, err)
         return None

@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from lmforge.errors import ConfigError
+from lmforge.commands.listening import run_or_explain
 from lmforge.serving.security import load_api_keys
 from lmforge.serving.server import JOB_ENV, Server, build_app, is_loopback, uvicorn_options
 from lmforge.serving.settings import ServeJob
@@ -47,13 +47,8 @@ def run_serve(job: ServeJob, resume: bool = False) -> dict[str, Any]:
              job.host, job.port)
     server = Server.make(uvicorn.Config(app, **uvicorn_options(job)), app,
                           job.drain_timeout_s)
-    try:
-        server.run()
-    except SystemExit:  # uvicorn exits this way when it cannot bind the socket
-        server.started = False
-    if not server.started:
-        raise ConfigError(f"the server did not start on {job.host}:{job.port} (port in use "
-                          "or startup failed, see the log above); pick another port=")
+    run_or_explain(server, "the server", f"{job.host}:{job.port}",
+                   "port in use or startup failed, see the log above")
     return {"command": "serve", "url": f"http://{job.host}:{job.port}",
             "task": predictor.task_name, "backend": predictor.backend,
             "precision": predictor.precision, "stopped_by": server.stopped_by or "shutdown"}

@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lmforge.commands.listening import run_or_explain
 from lmforge.commands.registry import COMMANDS, headline_metrics
 from lmforge.commands.report import build_page
-from lmforge.errors import ConfigError
 from lmforge.ui.app import UiHooks, build_app
 from lmforge.ui.settings import UiJob
 
@@ -48,11 +48,5 @@ def run_ui(job: UiJob, resume: bool = False) -> dict[str, Any]:
     log.info("lmforge ui: %s on http://%s:%d", Path(job.root).resolve(), job.host, job.port)
     server = uvicorn.Server(uvicorn.Config(app, host=job.host, port=job.port,
                                            log_level="warning", access_log=False))
-    try:
-        server.run()
-    except SystemExit:  # uvicorn exits this way when it cannot bind the socket
-        server.started = False
-    if not server.started:
-        raise ConfigError(f"the UI did not start on {job.host}:{job.port} (port in use?); "
-                          "pick another port=")
+    run_or_explain(server, "the UI", f"{job.host}:{job.port}", "port in use?")
     return {"command": "ui", "url": f"http://{job.host}:{job.port}", "root": job.root}

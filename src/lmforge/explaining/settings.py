@@ -46,6 +46,8 @@ class ExplainJob:
     html_max_examples: int = opt(100, "Most examples on the HTML page.")
     png_example: int | None = opt(0, "Index of the example drawn as example.png (None: none).")
     output_dir: str | None = opt(None, "Run directory (default: runs/explain-<time>).")
+    report: bool = opt(True, "Write report.html into the run folder at the end (the run "
+                             "report of `lmforge report`).")
 
     def __post_init__(self) -> None:
         for name in self.methods:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.serving.generation import GenerateParams
 from lmforge.ui import forms, jobs, playground, runlist
-from lmforge.ui.paths import OutsideRoot, resolve_under
+from lmforge.ui.paths import OutsideRoot, check_option_paths, resolve_under
 from lmforge.ui.settings import UiJob
 
 STATIC = Path(__file__).with_name("static")
@@ -196,15 +196,24 @@ def build_app(job: UiJob, hooks: UiHooks, token: str | None = None) -> FastAPI:
             raise ConfigError(f"the UI starts {sorted(hooks.commands)}, not {command!r}")
         return hooks.commands[command]
 
+    allowed = [root, *(Path(d).expanduser().resolve() for d in job.data_roots)]
+
+    def checked_preview(body: FormBody) -> dict[str, Any]:
+        """The form's validated config, refused when an option names a file the UI may not
+        use (a started run works in the root: see :func:`check_option_paths`)."""
+        name = body.name or forms.default_name(body.command)
+        planned = forms.preview(body.command, config_of(body.command), body.values, name)
+        check_option_paths(planned["overrides"], root, allowed)
+        return planned
+
     @app.post("/api/preview")
     def preview(body: FormBody) -> dict[str, Any]:
-        name = body.name or forms.default_name(body.command)
-        return forms.preview(body.command, config_of(body.command), body.values, name)
+        return checked_preview(body)
 
     @app.post("/api/start")
     def start(body: FormBody) -> dict[str, Any]:
         name = body.name or forms.default_name(body.command)
-        planned = forms.preview(body.command, config_of(body.command), body.values, name)
+        planned = checked_preview(body)
         target = forms.run_folder(root, name)
         state = jobs.start_job(target, planned["argv"])
         return {"run": name, "pid": state["pid"], "command": planned["command"]}

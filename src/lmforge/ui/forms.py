@@ -89,7 +89,8 @@ def default_name(command: str) -> str:
 
 def preview(command: str, config: type, values: Mapping[str, Any],
             name: str) -> dict[str, Any]:
-    """The validated config of a form: the command line, its argv and the resolved YAML.
+    """The validated config of a form: the command line, its argv (and the ``key=value``
+    overrides in it) and the resolved YAML.
 
     Args:
         command: The registered command (``finetune``).
@@ -105,7 +106,7 @@ def preview(command: str, config: type, values: Mapping[str, Any],
     pairs = overrides(config, values)
     argv = [*command.split(), f"--output-dir={name}", *pairs]
     job = build_config(config, overrides=[*pairs, f"output_dir={name}"])
-    return {"argv": argv, "command": "lmforge " + shlex.join(argv),
+    return {"argv": argv, "overrides": pairs, "command": "lmforge " + shlex.join(argv),
             "yaml": yaml.safe_dump(to_dict(job), sort_keys=False, allow_unicode=True),
             "config": to_dict(job), "name": name}
 

@@ -29,6 +29,9 @@ class UiJob:
     poll_ms: int = opt(1000, "How often the page refreshes a running training's log and "
                              "curve (milliseconds).")
     max_models: int = opt(2, "Loaded models kept in memory by the playground.")
+    data_roots: list[str] = opt([], "Folders, besides the root, whose files the Train form "
+                                    "may name (data, models, templates); a path elsewhere is "
+                                    "refused.")
     output_dir: str | None = opt(None, "Unused (the UI writes only run folders under root).")
 
     def __post_init__(self) -> None:
