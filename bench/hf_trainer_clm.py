@@ -37,6 +37,9 @@ from transformers import (
     set_seed,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hf_trainer_mlm import train_and_save  # noqa: E402  (the same timed train-and-save tail)
+
 
 class WindowClock(TrainerCallback):
     """Wall-clock time at step 0 and at every ``window``-th optimizer step."""
@@ -88,14 +91,7 @@ def main() -> None:
     clock = WindowClock(hp["window"])
     trainer = Trainer(model=model, args=args, train_dataset=train,
                       data_collator=default_data_collator, callbacks=[clock])
-    t0 = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - t0
-    trainer.save_model(out)
-    tokenizer.save_pretrained(out)
-    tokens = int(trainer.state.num_input_tokens_seen)
-    losses = [{"step": r["step"], "loss": r["loss"]} for r in trainer.state.log_history
-              if "loss" in r]
+    seconds, tokens, losses = train_and_save(trainer, tokenizer, out)
     per_step = hp["batch_size"] * block  # every block is full
     windows = [per_step * (b[0] - a[0]) / (b[1] - a[1])
                for a, b in zip(clock.marks, clock.marks[1:], strict=False)]

@@ -27,6 +27,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from datasets import load_dataset
 from transformers import (
@@ -46,6 +47,22 @@ def blocks_sha256(rows: list[list[int]]) -> str:
     for row in rows:
         h.update(json.dumps([int(t) for t in row]).encode())
     return h.hexdigest()
+
+
+def train_and_save(trainer: Trainer, tokenizer: Any, out: str) -> tuple[float, int, list[dict]]:
+    """``trainer.train()`` timed, then the model and tokenizer saved to ``out`` (untimed).
+
+    Returns:
+        (training seconds, non-padding input tokens seen, the logged training losses).
+    """
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    trainer.save_model(out)
+    tokenizer.save_pretrained(out)
+    losses = [{"step": r["step"], "loss": r["loss"]} for r in trainer.state.log_history
+              if "loss" in r]
+    return seconds, int(trainer.state.num_input_tokens_seen), losses
 
 
 def main() -> None:
@@ -88,14 +105,7 @@ def main() -> None:
         include_num_input_tokens_seen="non_padding")
     collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=0.15)
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
-    t0 = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - t0
-    trainer.save_model(out)
-    tokenizer.save_pretrained(out)
-    tokens = int(trainer.state.num_input_tokens_seen)
-    losses = [{"step": r["step"], "loss": r["loss"]} for r in trainer.state.log_history
-              if "loss" in r]
+    seconds, tokens, losses = train_and_save(trainer, tokenizer, out)
     Path(out, "bench_summary.json").write_text(json.dumps(
         {"train_seconds": seconds, "tokens": tokens, "tokens_per_second": tokens / seconds,
          "train_blocks": len(train), "blocks_sha256": sha, "train_loss": losses,

@@ -56,8 +56,9 @@ class Tally:
     codes: collections.Counter[str] = field(default_factory=collections.Counter)
     answers: dict[int, bytes] = field(default_factory=dict)  # request index -> 200 body
 
-    def summary(self, wall: float) -> dict[str, Any]:
-        """req/s of 200s, p50 / p99 / max latency in ms, errors by status."""
+    def summary(self, wall: float, keep_latencies: bool = False) -> dict[str, Any]:
+        """req/s of 200s, p50 / p99 / max latency in ms, errors by status (and, with
+        ``keep_latencies``, every 200's latency in seconds, sorted)."""
         lat = sorted(self.latencies)
 
         def pct(q: float) -> float | None:
@@ -67,7 +68,8 @@ class Tally:
         return {"ok": len(lat), "seconds": round(wall, 2),
                 "req_per_s": round(len(lat) / wall, 1) if wall else 0.0,
                 "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0),
-                "errors": sum(errors.values()), "errors_by_status": errors}
+                "errors": sum(errors.values()), "errors_by_status": errors,
+                **({"latencies": lat} if keep_latencies else {})}
 
 
 async def run_clients(port: int, requests: list[bytes], concurrency: int, max_requests: int,
@@ -131,9 +133,8 @@ async def run_clients(port: int, requests: list[bytes], concurrency: int, max_re
 
     await asyncio.gather(*(client(r, w) for r, w in connections))
     wall = time.perf_counter() - start
-    return {"concurrency": concurrency, **tally.summary(wall),
-            **({"answers": tally.answers} if keep else {}),
-            **({"latencies": sorted(tally.latencies)} if keep_latencies else {})}
+    return {"concurrency": concurrency, **tally.summary(wall, keep_latencies),
+            **({"answers": tally.answers} if keep else {})}
 
 
 async def run_httpx(port: int, path: str, bodies: list[dict[str, Any]], concurrency: int,
@@ -171,8 +172,7 @@ async def run_httpx(port: int, path: str, bodies: list[dict[str, Any]], concurre
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return {"concurrency": concurrency, **tally.summary(wall),
-            **({"latencies": sorted(tally.latencies)} if keep_latencies else {})}
+    return {"concurrency": concurrency, **tally.summary(wall, keep_latencies)}
 
 
 def new_loop() -> Callable[[], asyncio.AbstractEventLoop]:
